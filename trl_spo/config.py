@@ -1,0 +1,261 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from trl import DPOConfig
+
+
+REGULARIZERS = ("global_kl", "none")
+
+
+@dataclass
+class SPOConfig(DPOConfig):
+    r"""
+    Configuration class for the [`SPOTrainer`].
+
+    SPO ([Soft Preference Optimization](https://arxiv.org/abs/2405.00747)) keeps every field of [`~trl.DPOConfig`] and
+    changes what two of them mean: the preference term has its own softness `alpha`, and `beta` weights a *global*
+    token-wise KL(π_θ ‖ π_ref) measured on completions sampled online from the policy. DPO fields that have no meaning
+    for SPO (other loss types, f-divergences, precomputed reference log-probs, ...) are rejected when set to anything
+    but their default, so a migrated DPO config never silently trains something else.
+
+    Using [`~transformers.HfArgumentParser`] we can turn this class into
+    [argparse](https://docs.python.org/3/library/argparse#module-argparse) arguments that can be specified on the
+    command line.
+
+    Parameters:
+        > Parameters that control the SPO loss
+
+        alpha (`float`, *optional*, defaults to `0.01`):
+            Softness of the preference loss (Eq. 8 of the paper). The loss's unique minimiser in the tabular model is
+            `Softmax(r / alpha)` (Theorem 1): `alpha = 1` recovers the Bradley-Terry expert distribution, smaller
+            values sharpen it, and `alpha = 0` is the deterministic `argmax` (Eq. 9). Must be `>= 0`. The paper uses
+            `0.01` on Llama-2-7B and tries `{0.001, 0.01}`.
+        beta (`float`, *optional*, defaults to `0.01`):
+            Weight of the global KL regulariser `KL(π_θ ‖ π_ref)` (Eq. 5 and 13). As in DPO, a higher β keeps the
+            policy closer to the reference model, but here it acts on freshly sampled completions rather than on the
+            dataset pairs. `0` switches the regulariser off and skips online generation. Must be `>= 0`.
+        gamma (`float`, *optional*, defaults to `0.01`):
+            Exponent of the sample weight μ of Eq. 12, `μ = 2 σ(s - mean(s))` with `s = (π(y_w) + π(y_l))^γ`. μ
+            changes the training dynamics but not the fixed point (Theorem 2). `0` gives μ = 1 ("SPO-basic"); the
+            paper uses `0.01` without tuning. Must be `>= 0`.
+        regularizer (`str`, *optional*, defaults to `"global_kl"`):
+            Regulariser added to the preference loss. `"global_kl"`: the paper's token-wise KL on online samples
+            (Eq. 13). `"none"`: the preference loss alone (no reference model, no generation).
+
+        > Parameters that control the online samples for the global KL
+
+        generation_interval (`int`, *optional*, defaults to `8`):
+            Number of optimizer steps between two refreshes of the KL sample buffer (T in Algorithm 1). The buffer
+            sampled at step `k * generation_interval` is reused until the next refresh. Must be `>= 1`.
+        kl_batch_size (`int`, *optional*):
+            Number of completions sampled per device at each refresh. If `None`, half the number of preference pairs
+            one device sees per optimizer step (`per_device_train_batch_size * gradient_accumulation_steps // 2`,
+            at least 1), the ratio the paper uses (16 pairs, 8 samples).
+        max_completion_length (`int`, *optional*, defaults to `256`):
+            Maximum number of tokens of a sampled completion.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature for sampling. The KL estimator of Eq. 13 assumes samples from π_θ itself, so leave it at `1.0`
+            unless you mean to estimate the KL under a tempered sampler.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Cumulative probability of the top tokens to sample from. Must be in `(0, 1]`.
+        top_k (`int`, *optional*, defaults to `0`):
+            Number of highest-probability tokens to sample from. `0` disables top-k filtering.
+        min_p (`float`, *optional*):
+            Minimum token probability, scaled by the probability of the most likely token. Must be in `[0, 1]`.
+        repetition_penalty (`float`, *optional*, defaults to `1.0`):
+            Penalty on tokens already present in the prompt and the completion so far. Must be `> 0`.
+        generation_kwargs (`dict[str, Any]`, *optional*):
+            Extra keyword arguments for [`~transformers.GenerationConfig`]; they override the fields above.
+        ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
+            Under DeepSpeed ZeRO-3, gather the policy's weights for generation (faster). `False` streams them layer by
+            layer, which trains models that do not fit on one device, at the cost of slower generation.
+
+    > [!NOTE]
+    > These parameters have default values different from [`~trl.DPOConfig`]: `beta` defaults to `0.01` (the
+    > paper's value) instead of `0.1`.
+    """
+
+    _VALID_DICT_FIELDS = DPOConfig._VALID_DICT_FIELDS + ["generation_kwargs"]
+
+    # Parameters that control the SPO loss
+    alpha: float = field(
+        default=0.01,
+        metadata={
+            "help": "Softness of the preference loss (Eq. 8). Its tabular minimiser is Softmax(r / alpha): 1 recovers "
+            "the Bradley-Terry expert distribution, 0 is argmax (Eq. 9). Must be >= 0."
+        },
+    )
+    beta: float = field(
+        default=0.01,
+        metadata={
+            "help": "Weight of the global KL(pi_theta || pi_ref) measured on completions sampled online from the "
+            "policy (Eq. 5, 13). Higher keeps the policy closer to the reference. 0 disables the regulariser and "
+            "skips generation. Must be >= 0."
+        },
+    )
+    gamma: float = field(
+        default=0.01,
+        metadata={
+            "help": "Exponent of the stop-gradient sample weight mu = 2 sigmoid(s - mean(s)), s = (pi(y_w) + "
+            "pi(y_l))^gamma (Eq. 12). 0 gives mu = 1 (SPO-basic). Must be >= 0."
+        },
+    )
+    regularizer: str = field(
+        default="global_kl",
+        metadata={
+            "help": "Regulariser added to the preference loss: 'global_kl' (token-wise KL on online samples, Eq. 13) "
+            "or 'none'.",
+            "choices": list(REGULARIZERS),
+        },
+    )
+
+    # Parameters that control the online samples for the global KL
+    generation_interval: int = field(
+        default=8,
+        metadata={
+            "help": "Optimizer steps between two refreshes of the KL sample buffer (T in Algorithm 1). Must be >= 1."
+        },
+    )
+    kl_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Completions sampled per device at each refresh. Defaults to half the preference pairs one device "
+            "sees per optimizer step (per_device_train_batch_size * gradient_accumulation_steps // 2, at least 1)."
+        },
+    )
+    max_completion_length: int = field(
+        default=256,
+        metadata={"help": "Maximum number of tokens of a sampled completion."},
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Temperature for sampling. Eq. 13 assumes samples from pi_theta itself: leave at 1.0 unless you "
+            "mean to estimate the KL under a tempered sampler."
+        },
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={"help": "Cumulative probability of the top tokens to sample from. Must be in (0, 1]."},
+    )
+    top_k: int = field(
+        default=0,
+        metadata={"help": "Number of highest-probability tokens to sample from. 0 disables top-k filtering."},
+    )
+    min_p: float | None = field(
+        default=None,
+        metadata={
+            "help": "Minimum token probability, scaled by the probability of the most likely token. Must be in [0, 1]."
+        },
+    )
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={"help": "Penalty on tokens already in the prompt and completion so far. Must be > 0."},
+    )
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Extra keyword arguments for `GenerationConfig`; they override the sampling fields above."},
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={
+            "help": "Under DeepSpeed ZeRO-3, gather the policy weights for generation (faster). False streams them, "
+            "which fits larger models at the cost of slower generation."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._reject_dpo_only_fields()
+        self._validate_spo_fields()
+
+    @property
+    def uses_global_kl(self) -> bool:
+        """Whether the trainer needs a reference model and online samples."""
+        return self.regularizer == "global_kl" and self.beta > 0
+
+    def _reject_dpo_only_fields(self):
+        # Each entry: field, the value SPO requires, and why any other value has no SPO meaning.
+        dpo_only = [
+            ("loss_type", ["sigmoid"], "SPO has its own preference loss (Eq. 8); DPO's loss variants do not apply"),
+            ("loss_weights", None, "SPO's loss is not a weighted mix of DPO loss types"),
+            ("ld_alpha", None, "LD-DPO reweights DPO's log-ratios; SPO's preference term has no reference ratio"),
+            ("f_divergence_type", "reverse_kl", "SPO's regulariser is always KL(pi_theta || pi_ref) (Eq. 13)"),
+            ("f_alpha_divergence_coef", 0.5, "it only applies to f_divergence_type='alpha_divergence'"),
+            ("label_smoothing", 0.0, "robust DPO / EXO smoothing has no SPO counterpart"),
+            ("use_weighting", False, "SPO weights pairs with its own stop-gradient mu; set `gamma` instead"),
+            ("discopop_tau", 0.05, "it only applies to DPO's 'discopop' loss"),
+            ("precompute_ref_log_probs", False, "SPO never uses reference log-probs of the dataset pairs"),
+            ("precompute_ref_batch_size", None, "SPO never uses reference log-probs of the dataset pairs"),
+            ("sync_ref_model", False, "SPO's KL anchor pi_ref is fixed; TR-DPO reference syncing is not part of SPO"),
+        ]
+        for name, expected, why in dpo_only:
+            value = getattr(self, name)
+            if value != expected:
+                raise ValueError(
+                    f"`{name}={value!r}` is a DPO option that SPOConfig does not support: {why}. "
+                    f"Leave it at its default ({expected!r}) or use DPOTrainer."
+                )
+
+    def _validate_spo_fields(self):
+        def check(name: str, ok: bool, expected: str):
+            if not ok:
+                raise ValueError(f"`{name}` must be {expected}, got {getattr(self, name)!r}.")
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        check("alpha", is_number(self.alpha) and self.alpha >= 0, "a finite number >= 0")
+        check("beta", is_number(self.beta) and self.beta >= 0, "a finite number >= 0")
+        check("gamma", is_number(self.gamma) and self.gamma >= 0, "a finite number >= 0")
+        check("regularizer", self.regularizer in REGULARIZERS, f"one of {list(REGULARIZERS)}")
+        check(
+            "generation_interval",
+            isinstance(self.generation_interval, int) and self.generation_interval >= 1,
+            "an integer >= 1 (optimizer steps between two refreshes of the KL samples)",
+        )
+        check(
+            "kl_batch_size",
+            self.kl_batch_size is None or (isinstance(self.kl_batch_size, int) and self.kl_batch_size >= 1),
+            "None or an integer >= 1",
+        )
+        check(
+            "max_completion_length",
+            isinstance(self.max_completion_length, int) and self.max_completion_length >= 1,
+            "an integer >= 1",
+        )
+        check("temperature", is_number(self.temperature) and self.temperature > 0, "a finite number > 0")
+        check("top_p", is_number(self.top_p) and 0 < self.top_p <= 1, "in (0, 1]")
+        check("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0")
+        check("min_p", self.min_p is None or (is_number(self.min_p) and 0 <= self.min_p <= 1), "None or in [0, 1]")
+        check("repetition_penalty", is_number(self.repetition_penalty) and self.repetition_penalty > 0, "> 0")
+        check(
+            "generation_kwargs",
+            self.generation_kwargs is None or isinstance(self.generation_kwargs, dict),
+            "None or a dict (a JSON string on the command line)",
+        )
+
+    @property
+    def resolved_kl_batch_size(self) -> int:
+        """Completions sampled per device at each refresh, with the `None` default resolved."""
+        if self.kl_batch_size is not None:
+            return self.kl_batch_size
+        return max(1, self.per_device_train_batch_size * self.gradient_accumulation_steps // 2)
+
+
+SPO_FIELDS = tuple(f.name for f in fields(SPOConfig) if f.name not in {f.name for f in fields(DPOConfig)})
