@@ -1,0 +1,392 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""SPOTrainer on tiny local models: the KL term, the generation schedule, DPO compatibility, datasets, errors."""
+
+import os
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import DPOConfig
+
+from trl_spo import SPOConfig, SPOTrainer
+from trl_spo.sampling import KLSamples
+
+
+def make_args(tmp_path, **overrides) -> SPOConfig:
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=64,
+        max_completion_length=8,
+        generation_interval=2,
+        disable_tqdm=True,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return SPOConfig(**kwargs)
+
+
+class GenerateCounter:
+    """Wraps a model's `generate` to record the optimizer step of every call."""
+
+    def __init__(self, trainer: SPOTrainer):
+        self.steps: list[int] = []
+        model = trainer.model
+        original = model.generate
+
+        def generate(*args, **kwargs):
+            self.steps.append(trainer.state.global_step)
+            return original(*args, **kwargs)
+
+        model.generate = generate
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def assert_all_changed(before: dict[str, torch.Tensor], model) -> None:
+    unchanged = [
+        name for name, param in model.named_parameters() if name in before and torch.equal(before[name], param)
+    ]
+    assert not unchanged, f"parameters that did not train: {unchanged}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The global KL term against a naive full-vocabulary KL
+
+
+def naive_sequence_kl(policy, reference, samples: KLSamples) -> torch.Tensor:
+    """Σ_t KL(π_θ(·|x, y_<t) ‖ π_ref(·|x, y_<t)) per sample, from materialised [B, L, V] logits."""
+    policy_logp = F.log_softmax(policy(samples.input_ids, attention_mask=samples.attention_mask).logits[:, :-1], -1)
+    with torch.no_grad():
+        ref_logits = reference(samples.input_ids, attention_mask=samples.attention_mask).logits[:, :-1]
+    ref_logp = F.log_softmax(ref_logits, -1)
+    per_position = (policy_logp.exp() * (policy_logp - ref_logp)).sum(-1)
+    return (per_position * samples.completion_mask[:, 1:]).sum(-1)
+
+
+def naive_preference_loss(policy, batch, alpha: float) -> torch.Tensor:
+    logits = policy(batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    token_logps = torch.gather(F.log_softmax(logits, -1), 2, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    chosen, rejected = (token_logps * batch["completion_mask"][:, 1:]).sum(-1).chunk(2)
+    return (F.softplus(alpha * (rejected - chosen)) / alpha).mean()
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_kl_term_matches_naive_full_vocabulary_kl(tmp_path, tiny_model_path, standard_preference_dataset, num_shards):
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    with torch.no_grad():  # make π_θ differ from π_ref so the KL is far from 0
+        for param in policy.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    alpha, beta = 0.5, 0.3
+    trainer = SPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=make_args(tmp_path, alpha=alpha, beta=beta, gamma=0.0, kl_batch_size=3),
+        train_dataset=standard_preference_dataset,
+    )
+    model = trainer.model
+    model.train()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    trainer._recent_prompts.add([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    trainer.refresh_kl_samples(step=0)
+    samples = trainer._kl_samples
+    assert samples.completion_mask.sum() > 0
+
+    # Through the trainer: every micro-batch of one optimizer step, with gradient accumulation of `num_shards`
+    trainer.current_gradient_accumulation_steps = num_shards
+    model.zero_grad()
+    kl_values = []
+    for _ in range(num_shards):
+        loss = trainer.compute_loss(model, batch) / num_shards
+        loss.backward()
+        kl_values.append(trainer._metrics["train"]["kl/global"][-1])
+    trainer_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    # Naive: materialised logits, the paper's formula written out
+    model.zero_grad()
+    naive_kl = naive_sequence_kl(model, trainer.ref_model, samples)
+    naive_loss = naive_preference_loss(model, batch, alpha) + beta * naive_kl.mean()
+    naive_loss.backward()
+
+    assert naive_kl.min() > 1e-3
+    shard_means = [naive_kl[rows].mean().item() for rows in torch.tensor_split(torch.arange(3), num_shards)]
+    assert kl_values == pytest.approx(shard_means, rel=1e-4)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(trainer_grads[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_kl_is_zero_when_policy_equals_reference(tmp_path, tiny_model_path, standard_preference_dataset):
+    trainer = SPOTrainer(
+        model=tiny_model_path, args=make_args(tmp_path, max_steps=1), train_dataset=standard_preference_dataset
+    )
+    trainer.train()
+    # Step 0 runs before any update: π_θ = π_ref exactly.
+    first = next(entry for entry in trainer.state.log_history if "kl/global" in entry)
+    assert first["kl/global"] == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation schedule
+
+
+@pytest.mark.parametrize("gradient_accumulation_steps", [1, 3])
+def test_generation_happens_exactly_every_interval(
+    tmp_path, tiny_model_path, standard_preference_dataset, gradient_accumulation_steps
+):
+    args = make_args(
+        tmp_path,
+        max_steps=7,
+        generation_interval=3,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+    trainer = SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+    counter = GenerateCounter(trainer)
+    trainer.train()
+    assert counter.steps == [0, 3, 6]
+    # Every step of the run computed the KL on the samples of the latest refresh.
+    logged = [entry for entry in trainer.state.log_history if "kl/global" in entry]
+    assert len(logged) == 7
+    assert len(trainer._kl_samples) == args.resolved_kl_batch_size == max(1, 2 * gradient_accumulation_steps // 2)
+
+
+@pytest.mark.parametrize("overrides", [{"beta": 0.0}, {"regularizer": "none"}])
+def test_no_generation_and_no_reference_without_kl(tmp_path, tiny_model_path, standard_preference_dataset, overrides):
+    trainer = SPOTrainer(
+        model=tiny_model_path, args=make_args(tmp_path, **overrides), train_dataset=standard_preference_dataset
+    )
+    counter = GenerateCounter(trainer)
+    trainer.train()
+    assert counter.steps == []
+    assert trainer.ref_model is None
+    assert not any("kl/global" in entry for entry in trainer.state.log_history)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Migration from DPO, datasets, metrics
+
+DPO_SCRIPT = textwrap.dedent(
+    """
+    from trl import DPOConfig, DPOTrainer
+
+    training_args = DPOConfig(
+        output_dir=OUTPUT_DIR, per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2, report_to="none",
+        use_cpu=True, bf16=False, gradient_checkpointing=False, logging_steps=1, save_strategy="no", max_length=64,
+    )
+    trainer = DPOTrainer(model=MODEL, args=training_args, train_dataset=DATASET)
+    trainer.train()
+    """
+)
+
+
+def test_dpo_script_with_class_names_swapped_trains(tmp_path, tiny_model_path, standard_preference_dataset):
+    script = DPO_SCRIPT.replace("from trl import DPOConfig, DPOTrainer", "from trl_spo import SPOConfig, SPOTrainer")
+    script = script.replace("DPOConfig(", "SPOConfig(").replace("DPOTrainer(", "SPOTrainer(")
+    assert "DPO" not in script
+    namespace = {"OUTPUT_DIR": str(tmp_path), "MODEL": tiny_model_path, "DATASET": standard_preference_dataset}
+    exec(script, namespace)
+    trainer = namespace["trainer"]
+    assert isinstance(trainer, SPOTrainer)
+    assert trainer.state.global_step == 3
+    assert any("kl/global" in entry for entry in trainer.state.log_history)
+
+
+@pytest.mark.parametrize(
+    "dataset_fixture",
+    [
+        "standard_preference_dataset",
+        "conversational_preference_dataset",
+        "implicit_prompt_preference_dataset",
+        "implicit_prompt_conversational_preference_dataset",
+    ],
+)
+def test_every_dataset_format_trains_every_parameter(tmp_path, tiny_model_path, dataset_fixture, request):
+    dataset = request.getfixturevalue(dataset_fixture)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    before = snapshot(model)
+    trainer = SPOTrainer(model=model, args=make_args(tmp_path), train_dataset=dataset)
+    trainer.train()
+    assert_all_changed(before, trainer.model)
+    assert trainer._kl_samples.completion_mask.sum() > 0
+
+
+def test_logged_metrics(tmp_path, tiny_model_path, standard_preference_dataset):
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, max_steps=4, gamma=0.5, generation_interval=2),
+        train_dataset=standard_preference_dataset,
+    )
+    trainer.train()
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    refresh_steps = [entry for entry in history if "samples/mean_length" in entry]
+    assert [entry["step"] for entry in refresh_steps] == [1, 3]  # refreshes at the start of steps 0 and 2
+    for entry in refresh_steps:
+        assert 1 <= entry["samples/mean_length"] <= 8
+        assert 0 < entry["time/generation_share"] < 1
+    for entry in history:
+        assert entry["kl/global"] >= 0
+        assert entry["samples/entropy"] > 0
+        assert 0 < entry["mu/min"] <= entry["mu/mean"] <= entry["mu/max"] < 2
+        assert entry["loss/preference"] > 0
+        assert 0 <= entry["rewards/accuracies"] <= 1
+        assert entry["logps/chosen"] < 0 and entry["logps/rejected"] < 0
+    # The total loss is the preference term plus beta times the KL
+    for entry in history:
+        expected = entry["loss/preference"] + trainer.args.beta * entry["kl/global"]
+        assert entry["loss"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_model_card_names_spo_and_cites_the_paper(tmp_path, tiny_model_path, standard_preference_dataset):
+    trainer = SPOTrainer(
+        model=tiny_model_path, args=make_args(tmp_path, max_steps=1), train_dataset=standard_preference_dataset
+    )
+    trainer.create_model_card(model_name="tiny-spo")
+    card = (tmp_path / "README.md").read_text()
+    assert "SPO" in card
+    assert "Soft Preference Optimization" in card
+    assert "2405.00747" in card
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_wrong_dataset_columns(tmp_path, tiny_model_path):
+    dataset = Dataset.from_list([{"prompt": "Name a fruit:", "completion": " apple."}] * 4)
+    with pytest.raises(ValueError, match=r"columns 'chosen' and 'rejected'.*\['completion', 'prompt'\]"):
+        SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=dataset)
+
+
+def test_empty_completion(tmp_path, tiny_model_path):
+    rows = [{"prompt": "Name a fruit:", "chosen": " apple.", "rejected": " kiwi."}] * 3
+    rows.append({"prompt": "Name a fruit:", "chosen": " apple.", "rejected": "  "})
+    with pytest.raises(ValueError, match=r"Row 3 of the train dataset has an empty 'rejected' completion"):
+        SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=Dataset.from_list(rows))
+
+
+def test_dpo_config_is_refused(tmp_path, tiny_model_path, standard_preference_dataset):
+    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
+    with pytest.raises(TypeError, match="SPOTrainer needs an `SPOConfig`, got `DPOConfig`"):
+        SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints keep the KL samples
+
+
+def test_checkpoint_restores_kl_samples_and_prompts(tmp_path, tiny_model_path, standard_preference_dataset):
+    args = make_args(tmp_path, max_steps=3, generation_interval=2, save_strategy="steps", save_steps=3)
+    trainer = SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+    trainer.train()
+    checkpoint = tmp_path / "checkpoint-3"
+    assert (checkpoint / "spo_state_rank0.pt").is_file()
+    saved = trainer._kl_samples
+    assert saved.step == 2
+
+    resumed = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, max_steps=4, generation_interval=2, save_strategy="no"),
+        train_dataset=standard_preference_dataset,
+    )
+    counter = GenerateCounter(resumed)
+    restored_pools = []
+
+    class RecordPool(TrainerCallback):  # runs after the sampling callback, which restores the state
+        def on_train_begin(self, args, state, control, **kwargs):
+            restored_pools.append(resumed._recent_prompts.state_dict())
+
+    resumed.add_callback(RecordPool())
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    # Step 3 reuses the samples drawn at step 2 (no refresh before step 4), exactly as the uninterrupted run would.
+    assert counter.steps == []
+    assert resumed._kl_samples.step == 2
+    assert torch.equal(resumed._kl_samples.input_ids, saved.input_ids)
+    assert restored_pools == [trainer._recent_prompts.state_dict()]
+
+
+def test_resume_from_checkpoint_without_spo_state(tmp_path, tiny_model_path, standard_preference_dataset):
+    args = make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset).train()
+    os.remove(tmp_path / "checkpoint-2" / "spo_state_rank0.pt")
+    resumed = SPOTrainer(
+        model=tiny_model_path, args=make_args(tmp_path, max_steps=3), train_dataset=standard_preference_dataset
+    )
+    with pytest.raises(FileNotFoundError, match="has no SPO state"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_tokenizer_pad_side_effects_do_not_break_generation(tmp_path, tiny_model_path, standard_preference_dataset):
+    # Prompts of different lengths are left-padded for generation and flushed left afterwards: every sample must
+    # start with its prompt and have its completion right after it.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path),
+        train_dataset=standard_preference_dataset,
+        processing_class=tokenizer,
+    )
+    prompts = [[5, 6, 7, 8, 9], [10, 11]]
+    trainer._recent_prompts.add(prompts)
+    trainer.refresh_kl_samples(step=0)
+    samples = trainer._kl_samples
+    for row, prompt in enumerate(prompts):
+        ids = samples.input_ids[row]
+        assert ids[: len(prompt)].tolist() == prompt
+        completion_positions = samples.completion_mask[row].nonzero().flatten().tolist()
+        assert completion_positions[0] == len(prompt)
+        assert completion_positions == list(range(len(prompt), len(prompt) + len(completion_positions)))
+        assert samples.attention_mask[row].sum() == len(prompt) + len(completion_positions)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PEFT: the reference is the base model with the adapter disabled
+
+
+def test_lora_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_path, standard_preference_dataset):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, max_steps=4, generation_interval=1, learning_rate=5e-2),
+        train_dataset=standard_preference_dataset,
+        peft_config=config,
+    )
+    assert trainer.ref_model is None  # no second copy of the weights
+    base = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    lora_before = snapshot(trainer.model)
+    assert lora_before and all("lora_" in name for name in lora_before)
+    trainer.train()
+    kl = [entry["kl/global"] for entry in trainer.state.log_history if "kl/global" in entry]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)  # step 0: LoRA's B = 0, so the policy is the base model
+    assert kl[-1] > 1e-4
+    assert_all_changed(lora_before, trainer.model)
+    for name, param in trainer.model.named_parameters():
+        if name in base:
+            assert torch.equal(base[name], param), f"frozen base weight {name} changed"
