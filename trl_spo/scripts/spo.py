@@ -100,7 +100,8 @@ def main(script_args, training_args, model_args, dataset_args):
     trainer.accelerator.print(summarize(trainer.state.log_history))
 
     trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    trainer.accelerator.print(f"Model and model card saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.end()
@@ -108,15 +109,12 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def summarize(log_history: list[dict]) -> str:
-    """A table of what the run measured: each metric's first and last logged value, and the eval metrics."""
+    """A table of what the run measured: each metric's first and last logged value, for training and evaluation."""
     rows = []
-    for name in SUMMARY_METRICS:
+    for name in (*SUMMARY_METRICS, *(f"eval_{name}" for name in SUMMARY_METRICS)):
         values = [entry[name] for entry in log_history if name in entry]
         if values:
             rows.append(f"| {name} | {values[0]:.4g} | {values[-1]:.4g} |")
-    for name, value in next((e for e in reversed(log_history) if "eval_loss" in e), {}).items():
-        if name.startswith("eval_") and isinstance(value, float):
-            rows.append(f"| {name} | | {value:.4g} |")
     runtime = next((e["train_runtime"] for e in reversed(log_history) if "train_runtime" in e), None)
     header = "SPO run summary" + (f" ({runtime:.0f} s of training)" if runtime is not None else "")
     return "\n".join([header, "| metric | first | last |", "| --- | --- | --- |", *rows])
