@@ -73,7 +73,16 @@ def test_readme_main_command_runs_offline(tmp_path):
     command = [
         *(sys.executable, "-m", "trl_spo.cli"),
         *("--config", "recipes/tiny/spo.yaml"),
-        *("--max_steps", "3", "--generation_interval", "2", "--output_dir", str(tmp_path / "run")),
+        *(
+            "--max_steps",
+            "3",
+            "--generation_interval",
+            "2",
+            "--logging_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "run"),
+        ),
         *("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
     ]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
