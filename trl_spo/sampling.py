@@ -202,7 +202,7 @@ class OnlineKLSamplingCallback(TrainerCallback):
 
     The refresh runs at the beginning of optimizer steps `0, T, 2T, ...`, before the first micro-batch, on every rank
     at the same step (generation is collective under ZeRO-3). The callback also measures the share of each step's wall
-    time spent generating.
+    time spent refreshing (generation, plus the reference forward on the new samples).
 
     Args:
         refresh (`Callable[[int], None]`):
