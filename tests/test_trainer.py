@@ -390,3 +390,20 @@ def test_lora_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_path, 
     for name, param in trainer.model.named_parameters():
         if name in base:
             assert torch.equal(base[name], param), f"frozen base weight {name} changed"
+
+
+def test_samples_come_from_the_policy_not_from_the_model_generation_defaults(
+    tmp_path, tiny_model_path, standard_preference_dataset
+):
+    # An instruct model's generation_config (here: a top_p that makes sampling greedy) must not leak into the KL
+    # samples: Eq. 13 needs y ~ pi_theta. Older transformers filled fields left at their defaults from it.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    model.generation_config.top_p = 1e-6
+    model.generation_config.do_sample = False
+    trainer = SPOTrainer(
+        model=model, args=make_args(tmp_path, kl_batch_size=16), train_dataset=standard_preference_dataset
+    )
+    trainer._recent_prompts.add([[5, 6, 7]])
+    trainer.refresh_kl_samples(step=0)
+    completions = {tuple(ids.tolist()) for ids in trainer._kl_samples.input_ids}
+    assert len(completions) > 8  # a random-init model sampled at temperature 1 almost never repeats itself
