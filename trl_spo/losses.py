@@ -429,6 +429,40 @@ def spo_sample_weights(
 
 
 @torch.no_grad()
+def spo_ranking_sample_scores(
+    logps: torch.Tensor, gamma: float, response_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scores s_k of the suffixes that the rank terms of Eq. (15) compare, Eq. (12) on each suffix.
+
+    Paper: Soft Preference Optimization, section 5, Eq. (12) applied to the suffix y_k..y_n of Eq. (15).
+
+    Formula:
+        s_k = exp(gamma * logsumexp_{j>=k}(logp_j)),   k = 1, ..., n-1
+
+    Where:
+        logp_j: sequence log-probs in preference order, best first.
+        gamma >= 0: exponent of Eq. (12).
+
+    The trainer averages these over the batch (across ranks) and passes the mean to `spo_ranking_sample_weights`.
+
+    Args:
+        logps (`torch.Tensor`): logp in preference order, shape (B, n), n >= 2.
+        gamma (`float`): exponent, finite and >= 0.
+        response_mask (`torch.Tensor` or `None`): bool, shape (B, n), a valid prefix per row. `None`: all valid.
+
+    Returns:
+        `torch.Tensor`: s_k, shape (B, n-1), detached; 0 for terms whose suffix has fewer than 2 valid responses.
+    """
+    gamma = _check_scalar("gamma", gamma)
+    dtype = _compute_dtype(logps, "logps")
+    _check_responses(logps)
+    mask = _response_mask(response_mask, logps, prefix=True)
+    suffix, term_valid = _suffix_masks(mask)
+    log_totals = logps.detach().to(dtype).unsqueeze(1).masked_fill(~suffix, float("-inf")).logsumexp(-1)
+    return torch.where(term_valid, torch.exp(gamma * log_totals), 0.0)
+
+
+@torch.no_grad()
 def spo_ranking_sample_weights(
     logps: torch.Tensor,
     gamma: float,
@@ -476,8 +510,7 @@ def spo_ranking_sample_weights(
     if gamma == 0:
         mu = torch.ones(term_valid.shape, dtype=dtype, device=logps.device)
     else:
-        log_totals = logps.detach().to(dtype).unsqueeze(1).masked_fill(~suffix, float("-inf")).logsumexp(-1)
-        scores = torch.where(term_valid, torch.exp(gamma * log_totals), 0.0)
+        scores = spo_ranking_sample_scores(logps, gamma, response_mask=mask)
         if batch_mean is None:
             # Eq. (12)'s batch average, per rank term, over the rows where that term exists.
             mean = scores.sum(0) / term_valid.sum(0).clamp(min=1)
@@ -488,6 +521,120 @@ def spo_ranking_sample_weights(
     # Eq. (15) indexes rank terms k = 1..n-1; App. E.3 decays them as eta^k mu_k.
     eta_k = decay ** torch.arange(1, n, device=logps.device, dtype=dtype)
     return torch.where(term_valid, mu * eta_k, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Comparison baselines of the paper's Tables 4-5 (DPO family, reference log-ratios)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def dpo_plackett_luce_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    beta: float,
+    response_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Plackett-Luce DPO on ranked data: a comparison baseline, not SPO.
+
+    Paper: Rafailov et al. 2023, Direct Preference Optimization, Appendix A.3 (Eq. 18); compared against SPO in
+    Soft Preference Optimization, Table 5.
+
+    Formula:
+        loss = -sum_{k=1}^{n-1} [ beta * h_k - logsumexp_{j>=k}(beta * h_j) ],   h_j = logp_j - logp_ref_j
+
+    Where:
+        logp_j, logp_ref_j: sequence log-probs of response j under the policy and the reference, best first.
+        beta > 0: DPO's inverse temperature.
+
+    This is Eq. (15) with mu = 1 applied to the log-ratios h at softness beta, times beta, which is how it is computed.
+    S-DPO applied to rankings as in the paper (App. E.3: each rank is the positive against the ranks below it) is the
+    same loss.
+
+    Args:
+        policy_logps (`torch.Tensor`): shape (B, n), preference order.
+        reference_logps (`torch.Tensor`): shape (B, n), same order; no gradient is taken through it.
+        beta (`float`): > 0.
+        response_mask (`torch.Tensor` or `None`): bool, shape (B, n), a valid prefix per row.
+
+    Returns:
+        `torch.Tensor`: unreduced loss per row, shape (B,).
+    """
+    beta = _check_scalar("beta", beta, positive=True)
+    _check_shape("reference_logps", reference_logps, tuple(policy_logps.shape), "(B, n) like `policy_logps`")
+    log_ratios = policy_logps - reference_logps.detach()
+    return beta * spo_ranking_loss(log_ratios, beta, response_mask=response_mask)
+
+
+def dpo_softmax_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    winner_index: torch.Tensor,
+    beta: float,
+    response_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """S-DPO (softmax DPO) on best-of-n data: a comparison baseline, not SPO.
+
+    Paper: Chen et al. 2024, On Softmax Direct Preference Optimization for Recommendation (arXiv:2406.09215), Eq. (12);
+    compared against SPO in Soft Preference Optimization, Table 4.
+
+    Formula:
+        loss = -log sigmoid( -log sum_{j != w} exp(beta * (h_j - h_w)) )
+             = -[ beta * h_w - logsumexp_j(beta * h_j) ],   h_j = logp_j - logp_ref_j
+
+    Where:
+        w: index of the best response; the others are its negatives.
+        beta > 0: DPO's inverse temperature.
+
+    Computed as beta times Eq. (14) with mu = 1 on the log-ratios h at softness beta.
+
+    Args:
+        policy_logps (`torch.Tensor`): shape (B, n).
+        reference_logps (`torch.Tensor`): shape (B, n); no gradient is taken through it.
+        winner_index (`torch.Tensor`): shape (B,).
+        beta (`float`): > 0.
+        response_mask (`torch.Tensor` or `None`): bool, shape (B, n).
+
+    Returns:
+        `torch.Tensor`: unreduced loss per row, shape (B,).
+    """
+    beta = _check_scalar("beta", beta, positive=True)
+    _check_shape("reference_logps", reference_logps, tuple(policy_logps.shape), "(B, n) like `policy_logps`")
+    log_ratios = policy_logps - reference_logps.detach()
+    return beta * spo_best_of_n_loss(log_ratios, winner_index, beta, response_mask=response_mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Agreement metrics (no gradient)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def kendall_tau(scores: torch.Tensor, response_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Kendall rank correlation between a model's scores and the labelled order, per row.
+
+    Formula:
+        tau = (1 / #pairs) * sum_{k < j, both valid} sign(score_k - score_j)
+
+    Where:
+        score_k: the model's score (e.g. sequence log-prob) of the response labelled k-th best.
+
+    1 when the model orders the responses exactly as the label, -1 when exactly reversed; ties count 0 (tau-a).
+
+    Args:
+        scores (`torch.Tensor`): shape (B, n), in labelled order, best first.
+        response_mask (`torch.Tensor` or `None`): bool, shape (B, n). `None`: all valid.
+
+    Returns:
+        `torch.Tensor`: shape (B,), float32; 0 for rows with fewer than 2 valid responses.
+    """
+    batch, n = _check_responses(scores)
+    mask = _response_mask(response_mask, scores, prefix=False)
+    positions = torch.arange(n, device=scores.device)
+    upper = positions.unsqueeze(1) < positions.unsqueeze(0)  # (n, n): k < j
+    pairs = upper & mask.unsqueeze(2) & mask.unsqueeze(1)
+    signs = torch.sign(scores.float().unsqueeze(2) - scores.float().unsqueeze(1))
+    concordance = torch.where(pairs, signs, 0.0).sum((1, 2))
+    return concordance / pairs.sum((1, 2)).clamp(min=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
