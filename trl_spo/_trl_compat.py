@@ -30,7 +30,7 @@ from trl.cli.accelerate_config import resolve_accelerate_config_argument
 from trl.cli.commands.training import _subtract_subsequence as subtract_subsequence
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, unwrap_model_for_generation
-from trl.trainer.utils import flush_left, maybe_gather_lm_head_ctx, pad, use_adapter
+from trl.trainer.utils import flush_left, global_then_local_main_first, maybe_gather_lm_head_ctx, pad, use_adapter
 
 
 TESTED_TRL_MINOR = "1.16"
@@ -47,6 +47,7 @@ __all__ = [
     "disable_gradient_checkpointing",
     "flush_left",
     "forward_through_wrapper",
+    "global_then_local_main_first",
     "logit_transform",
     "maybe_gather_lm_head_ctx",
     "pad",

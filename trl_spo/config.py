@@ -20,6 +20,7 @@ from trl import DPOConfig
 
 
 REGULARIZERS = ("global_kl", "none")
+NARY_LOSS_TYPES = ("spo", "s_dpo", "pl_dpo")
 
 
 @dataclass
@@ -56,6 +57,18 @@ class SPOConfig(DPOConfig):
         regularizer (`str`, *optional*, defaults to `"global_kl"`):
             Regulariser added to the preference loss. `"global_kl"`: the paper's token-wise KL on online samples
             (Eq. 13). `"none"`: the preference loss alone (no reference model, no generation).
+
+        > Parameters for best-of-n and ranked data (section 5 of the paper)
+
+        rank_weight_decay (`float`, *optional*, defaults to `1.0`):
+            η of the decayed rank weights `η^k μ_k` of Eq. 15 (App. E.3 uses `{1, 0.5}`). Must be `> 0`; `1`
+            disables the decay. Only used with ranked data.
+        nary_loss_type (`str`, *optional*, defaults to `"spo"`):
+            Loss of the best-of-n / ranking path. `"spo"`: Eq. 14 / 15. The comparison baselines of the paper's
+            Tables 4-5: `"s_dpo"` ([S-DPO](https://huggingface.co/papers/2406.09215), best-of-n or ranked data) and
+            `"pl_dpo"` (Plackett-Luce DPO, [DPO paper](https://huggingface.co/papers/2305.18290) App. A.3, ranked
+            data). The baselines are DPO-family losses: `beta` is their DPO β, they read reference log-probs, and they
+            take no global KL (`regularizer` must be `"none"`).
 
         > Parameters that control the online samples for the global KL
 
@@ -124,6 +137,24 @@ class SPOConfig(DPOConfig):
         },
     )
 
+    # Parameters for best-of-n and ranked data
+    rank_weight_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "eta of the decayed rank weights eta^k mu_k of Eq. 15 (App. E.3 uses 1 and 0.5). Must be > 0; 1 "
+            "disables the decay. Only used with ranked data."
+        },
+    )
+    nary_loss_type: str = field(
+        default="spo",
+        metadata={
+            "help": "Loss of the best-of-n / ranking path: 'spo' (Eq. 14/15), or the comparison baselines 's_dpo' "
+            "(softmax DPO) and 'pl_dpo' (Plackett-Luce DPO, ranked data). The baselines use `beta` as their DPO beta "
+            "and need regularizer='none'.",
+            "choices": list(NARY_LOSS_TYPES),
+        },
+    )
+
     # Parameters that control the online samples for the global KL
     generation_interval: int = field(
         default=8,
@@ -186,8 +217,13 @@ class SPOConfig(DPOConfig):
 
     @property
     def uses_global_kl(self) -> bool:
-        """Whether the trainer needs a reference model and online samples."""
-        return self.regularizer == "global_kl" and self.beta > 0
+        """Whether the trainer samples online completions for the global KL."""
+        return self.regularizer == "global_kl" and self.beta > 0 and self.nary_loss_type == "spo"
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the trainer reads the reference model: for the global KL, or for a DPO-family baseline."""
+        return self.uses_global_kl or self.nary_loss_type != "spo"
 
     def _reject_dpo_only_fields(self):
         # Each entry: field, the value SPO requires, and why any other value has no SPO meaning.
@@ -224,6 +260,20 @@ class SPOConfig(DPOConfig):
         check("beta", is_number(self.beta) and self.beta >= 0, "a finite number >= 0")
         check("gamma", is_number(self.gamma) and self.gamma >= 0, "a finite number >= 0")
         check("regularizer", self.regularizer in REGULARIZERS, f"one of {list(REGULARIZERS)}")
+        check(
+            "rank_weight_decay",
+            is_number(self.rank_weight_decay) and self.rank_weight_decay > 0,
+            "a finite number > 0",
+        )
+        check("nary_loss_type", self.nary_loss_type in NARY_LOSS_TYPES, f"one of {list(NARY_LOSS_TYPES)}")
+        if self.nary_loss_type != "spo":
+            if self.regularizer != "none":
+                raise ValueError(
+                    f"`nary_loss_type={self.nary_loss_type!r}` is a DPO-family comparison baseline: it is regularised "
+                    "by its reference log-ratios, with `beta` as its DPO beta, and takes no global KL. Set "
+                    f"`regularizer='none'` (got {self.regularizer!r})."
+                )
+            check("beta", self.beta > 0, f"> 0: it is the DPO beta of `nary_loss_type={self.nary_loss_type!r}`")
         check(
             "generation_interval",
             isinstance(self.generation_interval, int) and self.generation_interval >= 1,

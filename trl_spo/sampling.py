@@ -129,15 +129,19 @@ class RecentPrompts:
 
 def prompts_from_batch(batch: dict[str, torch.Tensor]) -> list[list[int]]:
     """
-    The prompt token ids of a `DataCollatorForPreference` batch.
+    The prompt token ids of a preference batch, one per row.
 
-    The batch stacks `[chosen; rejected]` rows of right-padded `prompt + completion`; the prompt is the prefix before
-    the first completion token of the chosen rows.
+    A `DataCollatorForPreference` batch stacks `[chosen; rejected]` rows; a `DataCollatorForNaryPreference` batch
+    flattens every (row, response) pair and marks each row's first response with `response_index == 0`. Sequences are
+    right-padded `prompt + completion`, so the prompt is the prefix before the first completion token.
     """
-    chosen_rows = batch["input_ids"].size(0) // 2
-    input_ids = batch["input_ids"][:chosen_rows]
-    completion_mask = batch["completion_mask"][:chosen_rows]
-    prompt_lengths = completion_mask.int().argmax(dim=1).tolist()
+    if "response_index" in batch:
+        first_responses = batch["response_index"] == 0
+    else:
+        first_responses = torch.arange(batch["input_ids"].size(0), device=batch["input_ids"].device)
+        first_responses = first_responses < batch["input_ids"].size(0) // 2
+    input_ids = batch["input_ids"][first_responses]
+    prompt_lengths = batch["completion_mask"][first_responses].int().argmax(dim=1).tolist()
     return [ids[:length].tolist() for ids, length in zip(input_ids, prompt_lengths)]
 
 

@@ -32,10 +32,33 @@ from transformers import (
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 from trl import DPOTrainer
 
-from ._trl_compat import disable_gradient_checkpointing, forward_through_wrapper, reference_adapter
+from ._trl_compat import (
+    disable_gradient_checkpointing,
+    forward_through_wrapper,
+    global_then_local_main_first,
+    reference_adapter,
+)
 from .config import SPOConfig
+from .data import (
+    LABEL_COLUMNS,
+    DataCollatorForNaryPreference,
+    detect_preference_format,
+    order_by_ranking,
+    prepare_nary_dataset,
+    scatter_sequence_logps,
+)
 from .kl import TokenKL, backbone_hidden_states, token_kl
-from .losses import global_kl_per_sample, spo_pairwise_loss, spo_sample_scores, spo_sample_weights
+from .losses import (
+    dpo_plackett_luce_loss,
+    dpo_softmax_loss,
+    get_preference_loss,
+    global_kl_per_sample,
+    kendall_tau,
+    spo_ranking_sample_scores,
+    spo_ranking_sample_weights,
+    spo_sample_scores,
+    spo_sample_weights,
+)
 from .sampling import KLSamples, OnlineKLSamplingCallback, RecentPrompts, prompts_from_batch, sample_completions
 
 
@@ -45,25 +68,30 @@ SPO_STATE_FILE = "spo_state_rank{rank}.pt"
 @dataclass
 class SPOTerms:
     """
-    What one SPO forward produces for a micro-batch of pairs (B pairs, K KL samples in this micro-batch's shard).
+    What one SPO forward produces for a micro-batch of B rows with up to n responses each (n = 2 for pairs), and K KL
+    samples in this micro-batch's shard.
 
     Attributes:
         loss (`torch.Tensor`, scalar): `preference_loss + beta * kl_term` (+ the MoE auxiliary loss, if any).
-        preference_loss (`torch.Tensor`, scalar): mean of Eq. 10 over the pairs.
+        preference_loss (`torch.Tensor`, scalar): mean over rows of Eq. 10, 14 or 15 (or of a baseline).
         kl_term (`torch.Tensor`, scalar): this shard's share of KL_hat (Eq. 13), scaled so that the shares of one
             optimizer step add up to KL_hat once the trainer divides by the accumulation steps.
-        chosen_logps, rejected_logps (`torch.Tensor`, shape `(B,)`): sequence log-probs, detached.
-        weights (`torch.Tensor`, shape `(B,)`, *optional*): μ of Eq. 12, when `gamma > 0`.
+        response_logps (`torch.Tensor`, shape `(B, n)`): sequence log-probs, detached, in labelled order: `[chosen,
+            rejected]` for pairs, best to worst for rankings, dataset order for best-of-n.
+        response_mask (`torch.Tensor`, shape `(B, n)`): which responses exist (rows may have fewer than n).
+        winner_index (`torch.Tensor`, shape `(B,)`): column of the labelled best response in `response_logps`.
+        weights (`torch.Tensor`, *optional*): μ of Eq. 12, `(B,)` (or `(B, n - 1)` per rank term), when `gamma > 0`.
         per_sample_kl (`torch.Tensor`, shape `(K,)`, *optional*): Σ_t KL on each sample of the shard, detached.
         token_kl (`TokenKL`, *optional*): per-token KL and entropy on the shard.
-        outputs: the fused LM head's outputs on the pairs (per-token entropy, mean logits, top-1 flags).
+        outputs: the fused LM head's outputs on the sequences (per-token entropy, mean logits, top-1 flags).
     """
 
     loss: torch.Tensor
     preference_loss: torch.Tensor
     kl_term: torch.Tensor
-    chosen_logps: torch.Tensor
-    rejected_logps: torch.Tensor
+    response_logps: torch.Tensor
+    response_mask: torch.Tensor
+    winner_index: torch.Tensor
     weights: torch.Tensor | None
     per_sample_kl: torch.Tensor | None
     token_kl: TokenKL | None
@@ -158,6 +186,18 @@ class SPOTrainer(DPOTrainer):
                 "weight of the global KL) and adds `alpha`, `gamma` and the sampling fields: build the config with "
                 "`SPOConfig(...)` using the same keyword arguments."
             )
+        if train_dataset is not None:
+            self.preference_format = _dataset_format(train_dataset)
+            if self.preference_format == "pairwise" and args.nary_loss_type != "spo":
+                raise ValueError(
+                    f"`nary_loss_type={args.nary_loss_type!r}` is a baseline for best-of-n or ranked data, but the "
+                    "train dataset is pairwise. Use DPOTrainer for pairwise DPO."
+                )
+            if self.preference_format == "best_of_n" and args.nary_loss_type == "pl_dpo":
+                raise ValueError(
+                    "`nary_loss_type='pl_dpo'` needs full rankings, but the train dataset is best-of-n (only the best "
+                    "response is labelled). On best-of-n data use `nary_loss_type='s_dpo'`."
+                )
 
         super().__init__(
             model=model,
@@ -179,6 +219,14 @@ class SPOTrainer(DPOTrainer):
                 "Set `beta=0` or `regularizer='none'` to train on the preference term alone."
             )
 
+        if self.preference_format != "pairwise" and data_collator is None:
+            # DPOTrainer built its pairwise collator; n-ary rows need every (row, response) pair in one batch.
+            self.data_collator = DataCollatorForNaryPreference(
+                pad_token_id=self._tokenizer.pad_token_id,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
         self.alpha = args.alpha
         self.gamma = args.gamma
         self.kl_batch_size = args.resolved_kl_batch_size
@@ -189,9 +237,10 @@ class SPOTrainer(DPOTrainer):
             capacity=max(self.kl_batch_size, args.per_device_train_batch_size * args.gradient_accumulation_steps)
         )
 
-        if not args.uses_global_kl:
+        if not args.needs_reference:
             # DPOTrainer loaded a reference for its log-ratios; without the KL, SPO never reads it.
             self.ref_model = None
+        if not args.uses_global_kl:
             self.kl_sampling_callback = None
             return
 
@@ -226,18 +275,33 @@ class SPOTrainer(DPOTrainer):
     # Data
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        preference_format = _dataset_format(dataset)
+        if preference_format != self.preference_format:
+            raise ValueError(
+                f"The {dataset_name} dataset is in the {preference_format} format but the train dataset is "
+                f"{self.preference_format}: one trainer collates one format. Convert it (see `trl_spo.data`)."
+            )
+        if preference_format != "pairwise":
+            with global_then_local_main_first():
+                return prepare_nary_dataset(
+                    dataset,
+                    processing_class,
+                    preference_format,
+                    max_length=args.max_length,
+                    num_proc=args.dataset_num_proc if isinstance(dataset, Dataset) else None,
+                    dataset_name=dataset_name,
+                    truncation_mode=args.truncation_mode,
+                )
         first_example = next(iter(dataset))
         if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(first_example):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        missing = {"chosen", "rejected"} - set(first_example)
-        if missing:
-            raise ValueError(
-                f"SPOTrainer expects a pairwise preference dataset with the columns 'chosen' and 'rejected' (and "
-                f"'prompt' unless the prompt is implicit in them), but the {dataset_name} dataset has the columns "
-                f"{sorted(first_example)}; missing: {sorted(missing)}."
-            )
         dataset = dataset.map(_check_completions_not_empty, with_indices=True, fn_kwargs={"name": dataset_name})
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.preference_format != "pairwise":
+            self._signature_columns = ["prompt_ids", "completions_ids", *LABEL_COLUMNS.values()]
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         # The batches of an optimizer step are fetched before the step begins, so their prompts are in the pool when
@@ -335,25 +399,88 @@ class SPOTrainer(DPOTrainer):
                 return terms.loss, model(**model_kwargs)
         return terms.loss
 
-    def _spo_terms(self, model, inputs, kl_shard: KLSamples | None) -> SPOTerms:
+    def _sequence_logps(self, model, inputs) -> tuple[torch.Tensor, object]:
+        """Sequence log-probs `(N,)` of every completion in the batch, from one forward with the fused LM head."""
         completion_mask = inputs["completion_mask"]
-        model_kwargs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+        model_kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
         # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real tokens.
-        per_token_logps = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
-        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+        return outputs.log_probs[:, -(completion_mask.size(1) - 1) :].sum(dim=1), outputs
 
-        weights = None
-        if self.gamma > 0:
-            pair_logps = torch.stack([chosen_logps, rejected_logps], dim=1)
-            # Eq. 12 centres s on the batch mean; the batch here is this micro-batch across all ranks.
-            batch_mean = self.accelerator.gather(spo_sample_scores(pair_logps, self.gamma)).mean()
-            weights = spo_sample_weights(pair_logps, self.gamma, batch_mean=batch_mean)
-        preference_loss = spo_pairwise_loss(chosen_logps, rejected_logps, self.alpha, weights=weights).mean()
+    def _reference_sequence_logps(self, model, inputs) -> torch.Tensor:
+        """Sequence log-probs `(N,)` under π_ref, for the DPO-family baselines."""
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is None:
+                with reference_adapter(model):
+                    outputs = model(**kwargs, labels=labels, fused_lm_head=True)
+            else:
+                outputs = self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+        return outputs.log_probs[:, -(inputs["completion_mask"].size(1) - 1) :].sum(dim=1)
+
+    def _response_grid(self, logps: torch.Tensor, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(logps (B, n), response_mask (B, n), winner_index (B,))` in labelled order (see `SPOTerms`)."""
+        if self.preference_format == "pairwise":
+            grid = torch.stack(logps.chunk(2, dim=0), dim=1)  # the batch is [chosen; rejected]
+            zeros = torch.zeros(grid.size(0), dtype=torch.long, device=grid.device)
+            return grid, torch.ones_like(grid, dtype=torch.bool), zeros
+        num_rows = inputs["num_responses"].size(0)
+        if self.preference_format == "ranking":
+            ranking = inputs["ranking"]
+            grid, _ = scatter_sequence_logps(
+                logps, inputs["row_index"], inputs["response_index"], num_rows, ranking.size(1)
+            )
+            grid, mask = order_by_ranking(grid, ranking)
+            return grid, mask, torch.zeros(num_rows, dtype=torch.long, device=grid.device)
+        grid, mask = scatter_sequence_logps(
+            logps, inputs["row_index"], inputs["response_index"], num_rows, int(inputs["num_responses"].max())
+        )
+        return grid, mask, inputs["best_index"]
+
+    def _sample_weights(self, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """μ of Eq. 12: per row, or per rank term on ranked data, centred on the batch mean across ranks."""
+        if self.gamma == 0:
+            return None
+        if self.preference_format != "ranking":
+            batch_mean = self.accelerator.gather(spo_sample_scores(grid, self.gamma, response_mask=mask)).mean()
+            return spo_sample_weights(grid, self.gamma, batch_mean=batch_mean, response_mask=mask)
+        # Per rank term k, the mean over the rows (of every rank) that have a term k; ranks may have different n.
+        scores = spo_ranking_sample_scores(grid, self.gamma, response_mask=mask)
+        valid = mask[:, 1:]  # term k exists iff response k + 1 does (valid responses form a prefix)
+        totals = torch.stack([(scores * valid).sum(0), valid.sum(0).to(scores.dtype)])
+        totals = self.accelerator.gather(self.accelerator.pad_across_processes(totals, dim=1)[None]).sum(0)
+        batch_mean = totals[0, : grid.size(1) - 1] / totals[1, : grid.size(1) - 1].clamp(min=1)
+        return spo_ranking_sample_weights(
+            grid, self.gamma, decay=self.args.rank_weight_decay, response_mask=mask, batch_mean=batch_mean
+        )
+
+    def _preference_loss(self, model, inputs, grid, mask, winner_index, weights) -> torch.Tensor:
+        """Eq. 10, 14 or 15 per row (or a DPO-family baseline), averaged over rows."""
+        nary_loss_type = self.args.nary_loss_type
+        if self.preference_format == "pairwise":
+            losses = get_preference_loss("pairwise")(grid[:, 0], grid[:, 1], self.alpha, weights=weights)
+        elif nary_loss_type == "spo" and self.preference_format == "best_of_n":
+            losses = get_preference_loss("best_of_n")(grid, winner_index, self.alpha, weights, response_mask=mask)
+        elif nary_loss_type == "spo":
+            losses = get_preference_loss("ranking")(grid, self.alpha, weights, response_mask=mask)
+        else:
+            reference, _, _ = self._response_grid(self._reference_sequence_logps(model, inputs), inputs)
+            if self.preference_format == "best_of_n":
+                losses = dpo_softmax_loss(grid, reference, winner_index, self.beta, response_mask=mask)
+            else:  # on rankings S-DPO as the paper applies it (App. E.3) and PL-DPO are the same loss
+                losses = dpo_plackett_luce_loss(grid, reference, self.beta, response_mask=mask)
+        return losses.mean()
+
+    def _spo_terms(self, model, inputs, kl_shard: KLSamples | None) -> SPOTerms:
+        sequence_logps, outputs = self._sequence_logps(model, inputs)
+        grid, mask, winner_index = self._response_grid(sequence_logps, inputs)
+        weights = self._sample_weights(grid, mask)
+        preference_loss = self._preference_loss(model, inputs, grid, mask, winner_index, weights)
 
         kl_term = preference_loss.new_zeros(())
         per_sample_kl = shard_token_kl = None
@@ -369,15 +496,16 @@ class SPOTrainer(DPOTrainer):
             kl_term = per_sample.sum() * (self.current_gradient_accumulation_steps / len(self._kl_samples))
             per_sample_kl = per_sample.detach()
 
-        loss = preference_loss + self.beta * kl_term
+        loss = preference_loss if self.args.nary_loss_type != "spo" else preference_loss + self.beta * kl_term
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
         return SPOTerms(
             loss=loss,
             preference_loss=preference_loss.detach(),
             kl_term=kl_term.detach(),
-            chosen_logps=chosen_logps.detach(),
-            rejected_logps=rejected_logps.detach(),
+            response_logps=grid.detach(),
+            response_mask=mask,
+            winner_index=winner_index,
             weights=weights,
             per_sample_kl=per_sample_kl,
             token_kl=shard_token_kl,
@@ -389,7 +517,6 @@ class SPOTrainer(DPOTrainer):
         outputs = terms.outputs
         shift_mask = inputs["completion_mask"][:, 1:]
         seq_len = shift_mask.size(1)
-        chosen_mask, rejected_mask = shift_mask.bool().chunk(2, dim=0)
 
         def token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
             total, count = gather((values * mask).sum().float()).sum(), gather(mask.sum().float()).sum()
@@ -397,26 +524,24 @@ class SPOTrainer(DPOTrainer):
 
         metrics["loss/preference"].append(gather(terms.preference_loss).mean().item())
         metrics["entropy"].append(token_mean(outputs.entropy[:, -seq_len:].detach(), shift_mask))
-        chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].detach().chunk(2, dim=0)
-        metrics["logits/chosen"].append(token_mean(chosen_mean_logits, chosen_mask))
-        metrics["logits/rejected"].append(token_mean(rejected_mean_logits, rejected_mask))
-        chosen_is_top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
-        metrics["mean_token_accuracy"].append(token_mean(chosen_is_top1.float(), chosen_mask))
+        is_top1 = outputs.is_top1[:, -seq_len:].float()
         if mode == "train":
             self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
-
-        chosen_logps, rejected_logps = gather(terms.chosen_logps), gather(terms.rejected_logps)
-        metrics["logps/chosen"].append(chosen_logps.mean().item())
-        metrics["logps/rejected"].append(rejected_logps.mean().item())
-        # At the fixed point π ∝ exp(r / alpha) (Theorem 1), so alpha * log π is SPO's implicit reward.
-        chosen_rewards, rejected_rewards = self.alpha * chosen_logps, self.alpha * rejected_logps
-        metrics["rewards/chosen"].append(chosen_rewards.mean().item())
-        metrics["rewards/rejected"].append(rejected_rewards.mean().item())
-        metrics["rewards/accuracies"].append((chosen_logps > rejected_logps).float().mean().item())
-        metrics["rewards/margins"].append((chosen_rewards - rejected_rewards).mean().item())
+        if self.preference_format == "pairwise":
+            chosen_mask, rejected_mask = shift_mask.bool().chunk(2, dim=0)
+            chosen_mean_logits, rejected_mean_logits = outputs.mean_logits[:, -seq_len:].detach().chunk(2, dim=0)
+            metrics["logits/chosen"].append(token_mean(chosen_mean_logits, chosen_mask))
+            metrics["logits/rejected"].append(token_mean(rejected_mean_logits, rejected_mask))
+            metrics["mean_token_accuracy"].append(token_mean(is_top1.chunk(2, dim=0)[0], chosen_mask))
+            self._log_pairwise(metrics, gather(terms.response_logps))
+        else:
+            metrics["mean_token_accuracy"].append(token_mean(is_top1, shift_mask))
+            self._log_nary(metrics, terms)
         if terms.weights is not None:
-            weights = gather(terms.weights)
+            weights = self.accelerator.pad_across_processes(terms.weights, dim=terms.weights.dim() - 1)
+            valid = gather(weights > 0)  # padded rank terms have weight 0
+            weights = gather(weights)[valid]
             metrics["mu/mean"].append(weights.mean().item())
             metrics["mu/min"].append(weights.min().item())
             metrics["mu/max"].append(weights.max().item())
@@ -425,6 +550,36 @@ class SPOTrainer(DPOTrainer):
         if terms.per_sample_kl is not None:
             metrics["kl/global"].append(gather(terms.per_sample_kl).mean().item())
             metrics["samples/entropy"].append(token_mean(terms.token_kl.entropy, terms.token_kl.mask))
+
+    def _log_pairwise(self, metrics, logps: torch.Tensor) -> None:
+        chosen_logps, rejected_logps = logps[:, 0], logps[:, 1]
+        metrics["logps/chosen"].append(chosen_logps.mean().item())
+        metrics["logps/rejected"].append(rejected_logps.mean().item())
+        # At the fixed point π ∝ exp(r / alpha) (Theorem 1), so alpha * log π is SPO's implicit reward.
+        chosen_rewards, rejected_rewards = self.alpha * chosen_logps, self.alpha * rejected_logps
+        metrics["rewards/chosen"].append(chosen_rewards.mean().item())
+        metrics["rewards/rejected"].append(rejected_rewards.mean().item())
+        metrics["rewards/accuracies"].append((chosen_logps > rejected_logps).float().mean().item())
+        metrics["rewards/margins"].append((chosen_rewards - rejected_rewards).mean().item())
+
+    def _log_nary(self, metrics, terms: SPOTerms) -> None:
+        pad, gather = self.accelerator.pad_across_processes, self.accelerator.gather
+        logps = gather(pad(terms.response_logps, dim=1))
+        mask = gather(pad(terms.response_mask, dim=1))
+        winner = gather(terms.winner_index)
+        rows = torch.arange(logps.size(0), device=logps.device)
+        # Top-1 accuracy: the model's most likely response is the labelled best.
+        predicted = logps.masked_fill(~mask, float("-inf")).argmax(dim=1)
+        metrics["rewards/top1_accuracy"].append((predicted == winner).float().mean().item())
+        if self.preference_format == "ranking":
+            for rank in range(logps.size(1)):
+                if mask[:, rank].any():
+                    metrics[f"logps/rank_{rank + 1}"].append(logps[mask[:, rank], rank].mean().item())
+            metrics["rewards/kendall_tau"].append(kendall_tau(logps, mask).mean().item())
+        else:
+            is_best = torch.zeros_like(mask).index_put_((rows, winner), torch.tensor(True, device=mask.device))
+            metrics["logps/best"].append(logps[is_best].mean().item())
+            metrics["logps/others"].append(logps[mask & ~is_best].mean().item())
 
     # ----------------------------------------------------------------------------------------------------------------
     # Checkpoints: the KL samples and the prompt pool are training state too
@@ -484,3 +639,14 @@ def _check_completions_not_empty(example: dict, index: int, name: str) -> dict:
                 "needs two non-empty completions: drop or fix that row."
             )
     return example
+
+
+def _dataset_format(dataset) -> str:
+    """The preference format of a raw or already tokenised dataset, from its columns."""
+    columns = dataset.column_names if isinstance(dataset, Dataset) else None
+    columns = columns or list(next(iter(dataset)).keys())
+    if "completions_ids" in columns:  # tokenised by `prepare_nary_dataset`
+        return "ranking" if "ranking" in columns else "best_of_n"
+    if "chosen_ids" in columns:  # tokenised by `DPOTrainer._prepare_dataset`
+        return "pairwise"
+    return detect_preference_format(columns)
