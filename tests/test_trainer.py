@@ -280,7 +280,9 @@ def test_model_card_names_spo_and_cites_the_paper(tmp_path, tiny_model_path, sta
 
 def test_wrong_dataset_columns(tmp_path, tiny_model_path):
     dataset = Dataset.from_list([{"prompt": "Name a fruit:", "completion": " apple."}] * 4)
-    with pytest.raises(ValueError, match=r"columns \['completion', 'prompt'\]\. Expected .*pairwise: \['chosen', 'rejected'\]"):
+    with pytest.raises(
+        ValueError, match=r"columns \['completion', 'prompt'\]\. Expected .*pairwise: \['chosen', 'rejected'\]"
+    ):
         SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=dataset)
 
 
