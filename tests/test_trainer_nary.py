@@ -1,0 +1,234 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""SPOTrainer on best-of-n and ranked data (section 5 of the paper)."""
+
+import math
+import random
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM
+
+from trl_spo import SPOConfig, SPOTrainer
+from trl_spo.data import ranking_to_best_of_n
+
+
+def make_args(tmp_path, **overrides) -> SPOConfig:
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=64,
+        max_completion_length=8,
+        generation_interval=2,
+        disable_tqdm=True,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return SPOConfig(**kwargs)
+
+
+def ranked_rows(reward_table, num_rows: int, sizes=(4,), seed: int = 0) -> list[dict]:
+    """Rows ranked by a Plackett-Luce draw on the known rewards, n taken cyclically from `sizes`."""
+    rng = random.Random(seed)
+    prompts = sorted(reward_table)
+    rows = []
+    for i in range(num_rows):
+        prompt = prompts[i % len(prompts)]
+        completions = rng.sample(sorted(reward_table[prompt]), sizes[i % len(sizes)])
+        remaining, ranking = list(range(len(completions))), []
+        while remaining:
+            weights = [math.exp(reward_table[prompt][completions[j]]) for j in remaining]
+            ranking.append(remaining.pop(rng.choices(range(len(remaining)), weights)[0]))
+        rows.append({"prompt": prompt, "completions": completions, "ranking": ranking})
+    return rows
+
+
+@pytest.fixture
+def ranked_dataset(reward_table):
+    return Dataset.from_list(ranked_rows(reward_table, 16, sizes=(4, 3, 2)))
+
+
+def one_step_loss_and_grads(trainer: SPOTrainer, rows: list[int]) -> tuple[float, dict[str, torch.Tensor]]:
+    model = trainer.model
+    model.train()
+    model.zero_grad()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in rows])
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    return loss.item(), {name: param.grad.clone() for name, param in model.named_parameters()}
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0])
+def test_two_responses_equal_pairwise_through_the_trainer(tmp_path, tiny_model_path, preference_rows, alpha):
+    pairs = preference_rows[:6]
+    datasets = {
+        "pairwise": Dataset.from_list(pairs),
+        "best_of_n": Dataset.from_list(
+            [{"prompt": r["prompt"], "completions": [r["rejected"], r["chosen"]], "best_index": 1} for r in pairs]
+        ),
+        "ranking": Dataset.from_list(
+            [{"prompt": r["prompt"], "completions": [r["rejected"], r["chosen"]], "ranking": [1, 0]} for r in pairs]
+        ),
+    }
+    results = {}
+    for name, dataset in datasets.items():
+        trainer = SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path / name, alpha=alpha, beta=0.0, gamma=0.5),
+            train_dataset=dataset,
+        )
+        assert trainer.preference_format == name
+        results[name] = one_step_loss_and_grads(trainer, list(range(6)))
+    pairwise_loss, pairwise_grads = results.pop("pairwise")
+    for name, (loss, grads) in results.items():
+        assert loss == pytest.approx(pairwise_loss, rel=1e-6, abs=1e-7), name
+        for param, grad in grads.items():
+            torch.testing.assert_close(grad, pairwise_grads[param], rtol=1e-4, atol=1e-6, msg=f"{name}: {param}")
+
+
+@pytest.mark.parametrize("preference_format", ["best_of_n", "ranking"])
+def test_variable_n_in_a_batch_equals_each_row_alone(tmp_path, tiny_model_path, ranked_dataset, preference_format):
+    dataset = ranked_dataset if preference_format == "ranking" else ranking_to_best_of_n(ranked_dataset)
+    trainer = SPOTrainer(
+        model=tiny_model_path, args=make_args(tmp_path, alpha=0.5, beta=0.0, gamma=0.0), train_dataset=dataset
+    )
+    rows = [0, 1, 2]  # n = 4, 3 and 2
+    assert [len(trainer.train_dataset[i]["completions_ids"]) for i in rows] == [4, 3, 2]
+    batch_loss, batch_grads = one_step_loss_and_grads(trainer, rows)
+    alone = [one_step_loss_and_grads(trainer, [i]) for i in rows]
+    assert batch_loss == pytest.approx(sum(loss for loss, _ in alone) / 3, rel=1e-5)
+    for name, grad in batch_grads.items():
+        expected = sum(grads[name] for _, grads in alone) / 3
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("preference_format", ["best_of_n", "ranking"])
+def test_each_format_trains_every_parameter_and_logs_its_metrics(
+    tmp_path, tiny_model_path, ranked_dataset, preference_format
+):
+    dataset = ranked_dataset if preference_format == "ranking" else ranking_to_best_of_n(ranked_dataset)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    trainer = SPOTrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=4, gamma=0.5, rank_weight_decay=0.5),
+        train_dataset=dataset,
+    )
+    trainer.train()
+    unchanged = [name for name, param in trainer.model.named_parameters() if torch.equal(before[name], param)]
+    assert not unchanged
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(history) == 4
+    for entry in history:
+        assert 0 <= entry["rewards/top1_accuracy"] <= 1
+        assert entry["kl/global"] >= 0 and entry["samples/entropy"] > 0
+        assert 0 < entry["mu/min"] <= entry["mu/mean"] <= entry["mu/max"]
+        if preference_format == "ranking":
+            assert -1 <= entry["rewards/kendall_tau"] <= 1
+            assert {"logps/rank_1", "logps/rank_2"} <= set(entry)
+            # eta^k decay: the top term's weight is at most 2 * eta, the last one's at most 2 * eta^3
+            assert entry["mu/max"] < 2 * 0.5
+        else:
+            assert entry["logps/best"] < 0 and entry["logps/others"] < 0
+    if preference_format == "ranking":  # rows have 2 to 4 responses
+        assert any("logps/rank_4" in entry for entry in history)
+        assert not any("logps/rank_5" in entry for entry in history)
+
+
+@pytest.mark.parametrize(
+    "preference_format, nary_loss_type, expected_per_row",
+    [
+        # At step 0 the policy is the reference: every log-ratio is 0, so each softmax term is log(size of its set),
+        # whatever beta.
+        ("best_of_n", "s_dpo", lambda n: math.log(n)),
+        ("ranking", "pl_dpo", lambda n: sum(math.log(k) for k in range(2, n + 1))),
+        ("ranking", "s_dpo", lambda n: sum(math.log(k) for k in range(2, n + 1))),
+    ],
+)
+def test_dpo_family_baselines_start_from_the_reference(
+    tmp_path, tiny_model_path, ranked_dataset, preference_format, nary_loss_type, expected_per_row
+):
+    dataset = ranked_dataset if preference_format == "ranking" else ranking_to_best_of_n(ranked_dataset)
+    beta = 0.1
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, nary_loss_type=nary_loss_type, regularizer="none", beta=beta, gamma=0.0),
+        train_dataset=dataset,
+    )
+    assert trainer.ref_model is not None
+    rows = [0, 1, 2]  # n = 4, 3, 2
+    loss, grads = one_step_loss_and_grads(trainer, rows)
+    expected = sum(expected_per_row(n) for n in (4, 3, 2)) / 3
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert any(grad.abs().sum() > 0 for grad in grads.values())
+    trainer.train()
+    assert trainer.state.global_step == 3
+
+
+def test_baseline_configuration_errors(tmp_path, tiny_model_path, ranked_dataset, standard_preference_dataset):
+    with pytest.raises(ValueError, match="Set `regularizer='none'`"):
+        make_args(tmp_path, nary_loss_type="pl_dpo")
+    with pytest.raises(ValueError, match="needs full rankings, but the train dataset is best-of-n"):
+        SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path, nary_loss_type="pl_dpo", regularizer="none"),
+            train_dataset=ranking_to_best_of_n(ranked_dataset),
+        )
+    with pytest.raises(ValueError, match="the train dataset is pairwise"):
+        SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path, nary_loss_type="s_dpo", regularizer="none"),
+            train_dataset=standard_preference_dataset,
+        )
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "Name a fruit:", "completions": [" kiwi.", " mango."], "best_index": 2}, "best_index"),
+        ({"prompt": "Name a fruit:", "completions": [" kiwi.", " mango."], "ranking": [0, 0]}, "permutation"),
+        ({"prompt": "Name a fruit:", "completions": [" kiwi."], "ranking": [0]}, "at least 2"),
+    ],
+)
+def test_bad_rows_are_reported_with_their_index(tmp_path, tiny_model_path, row, message):
+    good = dict(row, completions=[" kiwi.", " mango."])
+    if "best_index" in row:
+        good["best_index"] = 0
+    else:
+        good["ranking"] = [1, 0]
+    dataset = Dataset.from_list([good, good, row])
+    with pytest.raises(ValueError, match=rf"Row 2 of the train dataset.*{message}"):
+        SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=dataset)
+
+
+def test_eval_dataset_must_match_the_train_format(
+    tmp_path, tiny_model_path, ranked_dataset, standard_preference_dataset
+):
+    with pytest.raises(ValueError, match="eval dataset is in the pairwise format but the train dataset is ranking"):
+        SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path),
+            train_dataset=ranked_dataset,
+            eval_dataset=standard_preference_dataset,
+        )
