@@ -15,13 +15,24 @@
 """Soft Preference Optimization (SPO) for TRL: `SPOConfig`/`SPOTrainer` replace `DPOConfig`/`DPOTrainer`."""
 
 from .config import SPOConfig
+from .data import (
+    DataCollatorForNaryPreference,
+    best_of_n_to_pairwise,
+    detect_preference_format,
+    ranking_to_best_of_n,
+    ranking_to_pairwise,
+)
 from .losses import (
     PREFERENCE_LOSSES,
+    dpo_plackett_luce_loss,
+    dpo_softmax_loss,
     get_preference_loss,
     global_kl_per_sample,
+    kendall_tau,
     spo_best_of_n_loss,
     spo_pairwise_loss,
     spo_ranking_loss,
+    spo_ranking_sample_scores,
     spo_ranking_sample_weights,
     spo_sample_scores,
     spo_sample_weights,
@@ -33,8 +44,17 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "PREFERENCE_LOSSES",
+    "DataCollatorForNaryPreference",
     "SPOConfig",
     "SPOTrainer",
+    "best_of_n_to_pairwise",
+    "detect_preference_format",
+    "dpo_plackett_luce_loss",
+    "dpo_softmax_loss",
+    "kendall_tau",
+    "ranking_to_best_of_n",
+    "ranking_to_pairwise",
+    "spo_ranking_sample_scores",
     "get_preference_loss",
     "global_kl_per_sample",
     "spo_best_of_n_loss",
