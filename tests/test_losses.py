@@ -790,3 +790,47 @@ def test_validation_errors_say_expected_and_found(case):
     call, message = INVALID_CALLS[case]
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Comparison baselines and the ranking-agreement metric
+
+
+def test_dpo_softmax_loss_matches_the_s_dpo_formula():
+    from trl_spo.losses import dpo_softmax_loss
+
+    policy = torch.tensor([[-3.0, -1.5, -4.0]], requires_grad=True)
+    reference = torch.tensor([[-2.0, -2.5, -3.0]])
+    beta, winner = 0.5, 1
+    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist())]
+    # S-DPO (Chen et al. 2024): -log sigmoid(-log sum_{j != w} exp(beta (h_j - h_w)))
+    inner = sum(math.exp(beta * (h[j] - h[winner])) for j in range(3) if j != winner)
+    expected = -math.log(1 / (1 + math.exp(math.log(inner))))
+    loss = dpo_softmax_loss(policy, reference, torch.tensor([winner]), beta)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.sum().backward()
+    assert policy.grad[0, winner] < 0 and (policy.grad[0, [0, 2]] > 0).all()
+
+
+def test_dpo_plackett_luce_loss_matches_the_dpo_appendix_formula():
+    from trl_spo.losses import dpo_plackett_luce_loss
+
+    policy = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])
+    reference = torch.tensor([[-1.5, -1.0, -1.0, -2.0]])
+    beta = 0.3
+    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist())]
+    # DPO paper App. A.3: -log prod_k exp(beta h_k) / sum_{j >= k} exp(beta h_j)
+    expected = -sum(beta * h[k] - math.log(sum(math.exp(beta * h[j]) for j in range(k, 4))) for k in range(4))
+    assert dpo_plackett_luce_loss(policy, reference, beta).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        dpo_plackett_luce_loss(policy, reference, 0.0)
+
+
+def test_kendall_tau_hand_cases():
+    from trl_spo.losses import kendall_tau
+
+    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [5.0, 1.0, 9.0]])
+    mask = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
+    # same order, reversed, one discordant pair of three (1 - 2/3 ... (2 - 1) / 3), and a 2-response row
+    expected = torch.tensor([1.0, -1.0, 1 / 3, 1.0])
+    torch.testing.assert_close(kendall_tau(scores, mask), expected)
