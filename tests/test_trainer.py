@@ -24,30 +24,10 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig
 
-from trl_spo import SPOConfig, SPOTrainer
+from trl_spo import SPOTrainer
 from trl_spo.sampling import KLSamples
 
-
-def make_args(tmp_path, **overrides) -> SPOConfig:
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        logging_steps=1,
-        save_strategy="no",
-        max_length=64,
-        max_completion_length=8,
-        generation_interval=2,
-        disable_tqdm=True,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return SPOConfig(**kwargs)
+from .helpers import assert_all_changed, make_args, snapshot
 
 
 class GenerateCounter:
@@ -63,17 +43,6 @@ class GenerateCounter:
             return original(*args, **kwargs)
 
         model.generate = generate
-
-
-def snapshot(model) -> dict[str, torch.Tensor]:
-    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
-
-
-def assert_all_changed(before: dict[str, torch.Tensor], model) -> None:
-    unchanged = [
-        name for name, param in model.named_parameters() if name in before and torch.equal(before[name], param)
-    ]
-    assert not unchanged, f"parameters that did not train: {unchanged}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

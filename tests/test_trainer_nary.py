@@ -22,30 +22,10 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
-from trl_spo import SPOConfig, SPOTrainer
+from trl_spo import SPOTrainer
 from trl_spo.data import ranking_to_best_of_n
 
-
-def make_args(tmp_path, **overrides) -> SPOConfig:
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        logging_steps=1,
-        save_strategy="no",
-        max_length=64,
-        max_completion_length=8,
-        generation_interval=2,
-        disable_tqdm=True,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return SPOConfig(**kwargs)
+from .helpers import assert_all_changed, make_args, snapshot
 
 
 def ranked_rows(reward_table, num_rows: int, sizes=(4,), seed: int = 0) -> list[dict]:
@@ -129,15 +109,14 @@ def test_each_format_trains_every_parameter_and_logs_its_metrics(
 ):
     dataset = ranked_dataset if preference_format == "ranking" else ranking_to_best_of_n(ranked_dataset)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    before = snapshot(model)
     trainer = SPOTrainer(
         model=model,
         args=make_args(tmp_path, max_steps=4, gamma=0.5, rank_weight_decay=0.5),
         train_dataset=dataset,
     )
     trainer.train()
-    unchanged = [name for name, param in trainer.model.named_parameters() if torch.equal(before[name], param)]
-    assert not unchanged
+    assert_all_changed(before, trainer.model)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(history) == 4
     for entry in history:

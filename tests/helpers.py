@@ -1,0 +1,53 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Helpers shared by the trainer tests."""
+
+import torch
+
+from trl_spo import SPOConfig
+
+
+def make_args(tmp_path, **overrides) -> SPOConfig:
+    """A CPU `SPOConfig` for a few steps on a tiny model: large learning rate, a refresh every 2 steps, short samples."""
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=64,
+        max_completion_length=8,
+        generation_interval=2,
+        disable_tqdm=True,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return SPOConfig(**kwargs)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def assert_all_changed(before: dict[str, torch.Tensor], model) -> None:
+    unchanged = [
+        name for name, param in model.named_parameters() if name in before and torch.equal(before[name], param)
+    ]
+    assert not unchanged, f"parameters that did not train: {unchanged}"
