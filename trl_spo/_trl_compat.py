@@ -16,10 +16,15 @@
 The one module that reaches into TRL below its top-level API.
 
 Everything trl-spo needs from TRL that `import trl` does not export (helpers in `trl.trainer.utils`,
-`trl.models.utils`, kernels, underscored names) is imported or re-implemented here, so a TRL upgrade touches this file
-only. The other contact surface is the set of `DPOTrainer` methods that `SPOTrainer` overrides (`_prepare_dataset`,
-`_set_signature_columns_if_needed`, `compute_loss`, `get_batch_samples`, `_save_checkpoint`), which are the seams TRL
-documents for subclasses. The supported TRL minor is pinned in `pyproject.toml`; `TESTED_TRL_MINOR` states it at runtime.
+`trl.models.utils`, kernels, the CLI's helpers, underscored names) is imported or re-implemented here, so a TRL upgrade
+touches this file only. The supported TRL minor is pinned in `pyproject.toml`; `TESTED_TRL_MINOR` states it at
+runtime.
+
+The other contact surface is inheritance, which cannot live here: `SPOTrainer` overrides the `DPOTrainer` seams
+`_prepare_dataset`, `_set_signature_columns_if_needed`, `compute_loss`, `get_batch_samples` and `_save_checkpoint`, and
+reads the attributes `DPOTrainer.__init__` sets: `_tokenizer`, `_is_vision_dataset`, `_metrics`,
+`_total_train_tokens`, `_tp_size`, `aux_loss_enabled`, `router_aux_loss_coef`, `ref_model`. Check these first when the
+pin moves.
 """
 
 import warnings
