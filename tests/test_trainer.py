@@ -378,3 +378,27 @@ def test_samples_come_from_the_policy_not_from_the_model_generation_defaults(
     trainer.refresh_kl_samples(step=0)
     completions = {tuple(ids.tolist()) for ids in trainer._kl_samples.input_ids}
     assert len(completions) > 8  # a random-init model sampled at temperature 1 almost never repeats itself
+
+
+def test_generation_share_is_the_share_of_wall_time_over_the_logging_window(
+    tmp_path, tiny_model_path, standard_preference_dataset
+):
+    import time
+
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, max_steps=8, generation_interval=4, logging_steps=4),
+        train_dataset=standard_preference_dataset,
+    )
+    refresh = trainer.kl_sampling_callback.refresh
+
+    def slow_refresh(step):  # a refresh that takes longer than the 4 steps of its window together
+        refresh(step)
+        time.sleep(0.5)
+
+    trainer.kl_sampling_callback.refresh = slow_refresh
+    trainer.train()
+    shares = [entry["time/generation_share"] for entry in trainer.state.log_history if "loss" in entry]
+    # One refresh per window of 4 steps: a mean of per-step ratios would be below 1/4.
+    assert len(shares) == 2
+    assert all(0.5 < share < 1 for share in shares), shares

@@ -205,8 +205,8 @@ class OnlineKLSamplingCallback(TrainerCallback):
     Refreshes the KL sample buffer every `generation_interval` optimizer steps (T in Algorithm 1).
 
     The refresh runs at the beginning of optimizer steps `0, T, 2T, ...`, before the first micro-batch, on every rank
-    at the same step (generation is collective under ZeRO-3). The callback also measures the share of each step's wall
-    time spent refreshing (generation, plus the reference forward on the new samples).
+    at the same step (generation is collective under ZeRO-3). The callback also measures the share of wall time spent
+    refreshing (generation, plus the reference forward on the new samples) since the last log.
 
     Args:
         refresh (`Callable[[int], None]`):
@@ -217,8 +217,9 @@ class OnlineKLSamplingCallback(TrainerCallback):
             Called at `on_train_begin` to reload the buffer of a checkpoint being resumed.
         generation_interval (`int`):
             Optimizer steps between two refreshes.
-        record_metric (`Callable[[str, float], None]`):
-            Where to log `time/generation_share`.
+        set_metric (`Callable[[str, float], None]`):
+            Where to write `time/generation_share` (it replaces the previous value: the share is a ratio of sums over
+            the logging window, which averaging per-step ratios would understate).
     """
 
     def __init__(
@@ -227,29 +228,32 @@ class OnlineKLSamplingCallback(TrainerCallback):
         needs_refresh: Callable[[], bool],
         restore: Callable[[], None],
         generation_interval: int,
-        record_metric: Callable[[str, float], None],
+        set_metric: Callable[[str, float], None],
     ):
         self.refresh = refresh
         self.needs_refresh = needs_refresh
         self.restore = restore
         self.generation_interval = generation_interval
-        self.record_metric = record_metric
+        self.set_metric = set_metric
         self.num_refreshes = 0
         self._step_start = None
-        self._generation_seconds = 0.0
+        self._generation_seconds = 0.0  # since the last log
+        self._step_seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.restore()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = time.perf_counter()
-        self._generation_seconds = 0.0
         if state.global_step % self.generation_interval == 0 or self.needs_refresh():
             self.refresh(state.global_step)
             self.num_refreshes += 1
-            self._generation_seconds = time.perf_counter() - self._step_start
+            self._generation_seconds += time.perf_counter() - self._step_start
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step_start is not None:
-            step_seconds = time.perf_counter() - self._step_start
-            self.record_metric("time/generation_share", self._generation_seconds / max(step_seconds, 1e-12))
+            self._step_seconds += time.perf_counter() - self._step_start
+            self.set_metric("time/generation_share", self._generation_seconds / max(self._step_seconds, 1e-12))
+
+    def on_log(self, args, state, control, **kwargs):
+        self._generation_seconds = self._step_seconds = 0.0

@@ -267,7 +267,7 @@ class SPOTrainer(DPOTrainer):
             needs_refresh=lambda: self._kl_samples is None,
             restore=self._restore_on_resume,
             generation_interval=args.generation_interval,
-            record_metric=lambda name, value: self._metrics["train"][name].append(value),
+            set_metric=lambda name, value: self._metrics["train"].__setitem__(name, [value]),
         )
         self.add_callback(self.kl_sampling_callback)
 
