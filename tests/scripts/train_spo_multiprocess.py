@@ -1,0 +1,84 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+A short SPO run for `accelerate launch` tests: `python train_spo_multiprocess.py OUTPUT_DIR`.
+
+Each rank writes `OUTPUT_DIR/rank{N}.json`: its final parameters' checksum, the optimizer steps at which it computed
+the global KL, and its generation count, so the test can check every rank did the same work.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from datasets import load_dataset  # noqa: E402
+
+import trl_spo.trainer  # noqa: E402
+from trl_spo import SPOConfig, SPOTrainer  # noqa: E402
+
+
+ASSETS = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
+
+
+def main(output_dir: str) -> None:
+    dataset = load_dataset(str(ASSETS / "data"), split="train").select(range(64))
+    args = SPOConfig(
+        output_dir=output_dir,
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        max_length=64,
+        max_completion_length=8,
+        generation_interval=2,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = SPOTrainer(model=str(ASSETS / "model"), args=args, train_dataset=dataset)
+
+    kl_steps = []
+    per_sample_kl = trl_spo.trainer.global_kl_per_sample
+
+    def counting_kl(*a, **kw):
+        kl_steps.append(trainer.state.global_step)
+        return per_sample_kl(*a, **kw)
+
+    trl_spo.trainer.global_kl_per_sample = counting_kl
+    trainer.train()
+    parameters = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    report = {
+        "parameters": parameters.double().sum().item(),
+        "parameters_abs": parameters.double().abs().sum().item(),
+        "kl_steps": kl_steps,
+        "refreshes": trainer.kl_sampling_callback.num_refreshes,
+        "num_processes": trainer.accelerator.num_processes,
+        "log_history": trainer.state.log_history,
+    }
+    rank = trainer.accelerator.process_index
+    Path(output_dir, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,49 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Multi-process SPO on CPU through `accelerate launch` (gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_spo_multiprocess.py"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch"),
+        *("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"),
+        *("--dynamo_backend", "no", str(SCRIPT), str(tmp_path)),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [r["num_processes"] for r in reports] == [2, 2]
+    # DDP keeps the replicas identical: same parameters on both ranks after 4 optimizer steps
+    assert reports[0]["parameters"] == reports[1]["parameters"]
+    assert reports[0]["parameters_abs"] == reports[1]["parameters_abs"]
+    # Every rank refreshed its samples at steps 0 and 2 and computed the KL at every step
+    for report in reports:
+        assert report["refreshes"] == 2
+        assert report["kl_steps"] == [0, 1, 2, 3]
+    kl = [entry["kl/global"] for entry in reports[0]["log_history"] if "kl/global" in entry]
+    assert len(kl) == 4 and kl[0] == pytest.approx(0.0, abs=1e-6) and max(kl) > 0
