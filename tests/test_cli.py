@@ -93,3 +93,24 @@ def test_readme_main_command_runs_offline(tmp_path):
     assert "| kl/global |" in result.stdout
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert "Soft Preference Optimization" in (tmp_path / "run" / "README.md").read_text()
+
+
+ACCELERATE_CONFIGS = sorted((REPO_ROOT / "recipes" / "accelerate_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=[p.name for p in ACCELERATE_CONFIGS])
+def test_accelerate_configs_load_and_are_multi_node_ready(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.mixed_precision == "bf16"
+    assert config.num_machines == 1 and config.machine_rank == 0
+    text = path.read_text()
+    for documented in ("machine_rank", "main_process_ip", "main_process_port", "num_machines"):
+        assert documented in text
+    if path.stem.startswith("zero"):
+        assert config.distributed_type == "DEEPSPEED"
+        assert config.deepspeed_config["zero_stage"] == int(path.stem[4])
+        offload = "cpu" if "offload" in path.stem else "none"
+        assert config.deepspeed_config["offload_optimizer_device"] == offload
+        assert config.deepspeed_config["offload_param_device"] == offload
