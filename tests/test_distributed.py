@@ -24,21 +24,30 @@ import pytest
 
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_spo_multiprocess.py"
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(tmp_path):
+@pytest.mark.parametrize(
+    "config, distributed_type",
+    [("multi_gpu", "MULTI_CPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED")],
+)
+def test_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(tmp_path, config, distributed_type):
+    if config.startswith("zero"):
+        pytest.importorskip("deepspeed")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The repository's own config, with only the process count and the precision overridden for 2 CPU processes
     command = [
-        *(sys.executable, "-m", "accelerate.commands.launch"),
-        *("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"),
-        *("--dynamo_backend", "no", str(SCRIPT), str(tmp_path)),
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml")),
+        *("--num_processes", "2", "--mixed_precision", "no", str(SCRIPT), str(tmp_path)),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert [r["num_processes"] for r in reports] == [2, 2]
-    # DDP keeps the replicas identical: same parameters on both ranks after 4 optimizer steps
+    assert {r["distributed_type"] for r in reports} == {f"DistributedType.{distributed_type}"}
+    assert reports[0]["num_parameters"] == reports[1]["num_parameters"] > 100_000
+    # The replicas stay identical: same parameters on both ranks after 4 optimizer steps
     assert reports[0]["parameters"] == reports[1]["parameters"]
     assert reports[0]["parameters_abs"] == reports[1]["parameters_abs"]
     # Every rank refreshed its samples at steps 0 and 2 and computed the KL at every step

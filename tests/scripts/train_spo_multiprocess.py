@@ -19,6 +19,7 @@ Each rank writes `OUTPUT_DIR/rank{N}.json`: its final parameters' checksum, the 
 the global KL, and its generation count, so the test can check every rank did the same work.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -67,13 +68,21 @@ def main(output_dir: str) -> None:
 
     trl_spo.trainer.global_kl_per_sample = counting_kl
     trainer.train()
-    parameters = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    gathered = contextlib.nullcontext()
+    if trainer.is_deepspeed_enabled:  # ZeRO-3 keeps only a shard of each parameter on each rank
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(trainer.model.parameters()))
+    with gathered:
+        parameters = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     report = {
         "parameters": parameters.double().sum().item(),
         "parameters_abs": parameters.double().abs().sum().item(),
         "kl_steps": kl_steps,
         "refreshes": trainer.kl_sampling_callback.num_refreshes,
         "num_processes": trainer.accelerator.num_processes,
+        "num_parameters": parameters.numel(),
+        "distributed_type": str(trainer.accelerator.distributed_type),
         "log_history": trainer.state.log_history,
     }
     rank = trainer.accelerator.process_index
