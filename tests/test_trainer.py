@@ -402,3 +402,35 @@ def test_generation_share_is_the_share_of_wall_time_over_the_logging_window(
     # One refresh per window of 4 steps: a mean of per-step ratios would be below 1/4.
     assert len(shares) == 2
     assert all(0.5 < share < 1 for share in shares), shares
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, tiny_model_path, standard_preference_dataset):
+    # 8 steps in one go against 4 steps, a stop, and 4 more resumed from the checkpoint. Refreshes at 0, 3, 6: the
+    # resumed half starts on the samples drawn at step 3 (from the checkpoint) and draws new ones at step 6 (with the
+    # restored RNG state).
+    def run(output_dir, stop_at=None, resume=None):
+        args = make_args(output_dir, max_steps=8, generation_interval=3, learning_rate=1e-3)
+        if stop_at is not None:
+            args.save_strategy, args.save_steps = "steps", stop_at
+        trainer = SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+        if stop_at is not None:
+
+            class StopAt(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    control.should_training_stop = state.global_step == stop_at
+
+            trainer.add_callback(StopAt())
+        trainer.train(resume_from_checkpoint=resume)
+        return {e["step"]: (e["loss"], e["kl/global"]) for e in trainer.state.log_history if "loss" in e}
+
+    uninterrupted = run(tmp_path / "full")
+    run(tmp_path / "split", stop_at=4)
+    resumed = run(tmp_path / "split", resume=str(tmp_path / "split" / "checkpoint-4"))
+    resumed = {
+        step: values for step, values in resumed.items() if step > 4
+    }  # the history before comes from the checkpoint
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for step, (loss, kl) in resumed.items():
+        assert loss == pytest.approx(uninterrupted[step][0], abs=1e-6), step
+        assert kl == pytest.approx(uninterrupted[step][1], abs=1e-6), step
+    assert uninterrupted[8][1] != uninterrupted[5][1]  # the KL moved: the comparison is not between constants
