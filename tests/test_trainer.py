@@ -302,14 +302,21 @@ def test_checkpoint_restores_kl_samples_and_prompts(tmp_path, tiny_model_path, s
     assert restored_pools == [trainer._recent_prompts.state_dict()]
 
 
-def test_resume_from_checkpoint_without_spo_state(tmp_path, tiny_model_path, standard_preference_dataset):
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_resume_from_a_damaged_spo_state(tmp_path, tiny_model_path, standard_preference_dataset, damage):
     args = make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
     SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset).train()
-    os.remove(tmp_path / "checkpoint-2" / "spo_state_rank0.pt")
+    state_file = tmp_path / "checkpoint-2" / "spo_state_rank0.pt"
+    if damage == "missing":
+        os.remove(state_file)
+        error, message = FileNotFoundError, "has no SPO state"
+    else:
+        state_file.write_bytes(state_file.read_bytes()[:100])
+        error, message = ValueError, "is corrupt or partial"
     resumed = SPOTrainer(
         model=tiny_model_path, args=make_args(tmp_path, max_steps=3), train_dataset=standard_preference_dataset
     )
-    with pytest.raises(FileNotFoundError, match="has no SPO state"):
+    with pytest.raises(error, match=message):
         resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
 
 

@@ -617,11 +617,18 @@ class SPOTrainer(DPOTrainer):
                 "that the run was using. Resume from a checkpoint written by SPOTrainer with the global KL on, and "
                 "the same number of processes."
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self._recent_prompts.load_state_dict(state["recent_prompts"])
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            samples, prompts = state["kl_samples"], state["recent_prompts"]
+        except Exception as error:  # a truncated file fails in many ways; all of them mean the same thing here
+            raise ValueError(
+                f"The SPO state {path} of checkpoint {checkpoint_dir} is corrupt or partial ({error!r}); the run that "
+                "wrote it was probably stopped while saving. Resume from an earlier checkpoint."
+            ) from error
+        self._recent_prompts.load_state_dict(prompts)
         self.kl_sampling_callback.num_refreshes = state["num_refreshes"]
-        if state["kl_samples"] is not None:
-            self._set_kl_samples(KLSamples.from_state_dict(state["kl_samples"], self.accelerator.device))
+        if samples is not None:
+            self._set_kl_samples(KLSamples.from_state_dict(samples, self.accelerator.device))
 
 
 def _check_completions_not_empty(example: dict, index: int, name: str) -> dict:
