@@ -29,17 +29,25 @@ CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "config, distributed_type",
-    [("multi_gpu", "MULTI_CPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED")],
+    "config, distributed_type, overrides",
+    [
+        ("multi_gpu", "MULTI_CPU", []),
+        ("zero2", "DEEPSPEED", []),
+        ("zero3", "DEEPSPEED", []),
+        ("zero3", "DEEPSPEED", ["ds3_gather_for_generation=false"]),  # generation streams the sharded weights
+    ],
+    ids=["ddp", "zero2", "zero3-gathered", "zero3-streamed"],
 )
-def test_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(tmp_path, config, distributed_type):
+def test_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(
+    tmp_path, config, distributed_type, overrides
+):
     if config.startswith("zero"):
         pytest.importorskip("deepspeed")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # The repository's own config, with only the process count and the precision overridden for 2 CPU processes
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml")),
-        *("--num_processes", "2", "--mixed_precision", "no", str(SCRIPT), str(tmp_path)),
+        *("--num_processes", "2", "--mixed_precision", "no", str(SCRIPT), str(tmp_path), *overrides),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,7 +13,8 @@
 # limitations under the License.
 
 """
-A short SPO run for `accelerate launch` tests: `python train_spo_multiprocess.py OUTPUT_DIR`.
+A short SPO run for `accelerate launch` tests: `python train_spo_multiprocess.py OUTPUT_DIR [FIELD=JSON_VALUE ...]`,
+the optional pairs overriding `SPOConfig` fields (e.g. `ds3_gather_for_generation=false`).
 
 Each rank writes `OUTPUT_DIR/rank{N}.json`: its final parameters' checksum, the optimizer steps at which it computed
 the global KL, and its generation count, so the test can check every rank did the same work.
@@ -38,7 +39,7 @@ from trl_spo import SPOConfig, SPOTrainer  # noqa: E402
 ASSETS = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, overrides: dict) -> None:
     dataset = load_dataset(str(ASSETS / "data"), split="train").select(range(64))
     args = SPOConfig(
         output_dir=output_dir,
@@ -56,6 +57,7 @@ def main(output_dir: str) -> None:
         generation_interval=2,
         disable_tqdm=True,
         seed=0,
+        **overrides,
     )
     trainer = SPOTrainer(model=str(ASSETS / "model"), args=args, train_dataset=dataset)
 
@@ -90,4 +92,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], {key: json.loads(value) for key, value in (arg.split("=", 1) for arg in sys.argv[2:])})
