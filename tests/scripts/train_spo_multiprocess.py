@@ -41,7 +41,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
 def main(output_dir: str, overrides: dict) -> None:
     dataset = load_dataset(str(ASSETS / "data"), split="train").select(range(64))
-    args = SPOConfig(
+    settings = dict(
         output_dir=output_dir,
         max_steps=4,
         per_device_train_batch_size=4,
@@ -57,8 +57,8 @@ def main(output_dir: str, overrides: dict) -> None:
         generation_interval=2,
         disable_tqdm=True,
         seed=0,
-        **overrides,
     )
+    args = SPOConfig(**{**settings, **overrides})
     trainer = SPOTrainer(model=str(ASSETS / "model"), args=args, train_dataset=dataset)
 
     kl_steps = []
@@ -81,7 +81,7 @@ def main(output_dir: str, overrides: dict) -> None:
         "parameters": parameters.double().sum().item(),
         "parameters_abs": parameters.double().abs().sum().item(),
         "kl_steps": kl_steps,
-        "refreshes": trainer.kl_sampling_callback.num_refreshes,
+        "refreshes": trainer.kl_sampling_callback.num_refreshes if trainer.kl_sampling_callback else 0,
         "num_processes": trainer.accelerator.num_processes,
         "num_parameters": parameters.numel(),
         "distributed_type": str(trainer.accelerator.distributed_type),
