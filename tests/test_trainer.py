@@ -357,6 +357,12 @@ def test_lora_uses_the_disabled_adapter_as_reference(tmp_path, tiny_model_path, 
         peft_config=config,
     )
     assert trainer.ref_model is None  # no second copy of the weights
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    base_count = sum(p.numel() for p in base_model.parameters())
+    lora_count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    # The trainer holds exactly one copy of the base weights plus the adapter
+    assert sum(p.numel() for p in trainer.model.parameters()) == base_count + lora_count
+    assert 0 < lora_count < base_count // 10
     base = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
     lora_before = snapshot(trainer.model)
     assert lora_before and all("lora_" in name for name in lora_before)
