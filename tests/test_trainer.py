@@ -447,3 +447,65 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, tiny_model_p
         assert loss == pytest.approx(uninterrupted[step][0], abs=1e-6), step
         assert kl == pytest.approx(uninterrupted[step][1], abs=1e-6), step
     assert uninterrupted[8][1] != uninterrupted[5][1]  # the KL moved: the comparison is not between constants
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vLLM sampling: vLLM cannot run on these CPU machines; a stand-in for TRL's VLLMGeneration checks everything around it
+
+
+class FakeVLLMGeneration:
+    """Records what SPOTrainer asks of TRL's `VLLMGeneration` and answers like it: completion ids ending in EOS."""
+
+    instances: list["FakeVLLMGeneration"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls: list[str] = []
+        self.eos = kwargs["processing_class"].eos_token_id
+        FakeVLLMGeneration.instances.append(self)
+
+    def sync_weights(self):
+        self.calls.append("sync")
+
+    def generate(self, prompts, images, num_generations):
+        self.calls.append("generate")
+        assert images is None and num_generations == 1
+        # Completions of different lengths: 1, 2, 3 ... tokens, the last one EOS, then junk vLLM would not send
+        completions = [[7] * (i % 3) + [self.eos] for i in range(len(prompts))]
+        return prompts, completions, None, None
+
+
+def test_vllm_sampling_path(tmp_path, tiny_model_path, standard_preference_dataset, monkeypatch):
+    from trl_spo import _trl_compat
+
+    args = make_args(tmp_path, use_vllm=True, max_steps=4, generation_interval=2, temperature=0.9, top_p=0.95)
+    monkeypatch.setattr(_trl_compat, "is_vllm_available", lambda: False)
+    with pytest.raises(ImportError, match="needs vLLM"):
+        SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+
+    monkeypatch.setattr(_trl_compat, "is_vllm_available", lambda: True)
+    monkeypatch.setattr(_trl_compat, "VLLMGeneration", FakeVLLMGeneration)
+    FakeVLLMGeneration.instances.clear()
+    trainer = SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+    counter = GenerateCounter(trainer)  # model.generate must not be used
+    trainer.train()
+
+    (vllm,) = FakeVLLMGeneration.instances
+    assert counter.steps == []
+    # Weights are pushed to vLLM before every draw: refreshes at steps 0 and 2
+    assert vllm.calls == ["sync", "generate", "sync", "generate"]
+    assert vllm.kwargs["temperature"] == 0.9 and vllm.kwargs["top_p"] == 0.95
+    assert vllm.kwargs["max_completion_length"] == args.max_completion_length
+    assert vllm.kwargs["mode"] == "colocate"
+    samples = trainer._kl_samples
+    lengths = samples.completion_mask.sum(dim=1).tolist()
+    assert lengths == [i % 3 + 1 for i in range(len(samples))]
+    for row, length in enumerate(lengths):
+        completion = samples.input_ids[row][samples.completion_mask[row].bool()].tolist()
+        assert completion == [7] * (length - 1) + [vllm.eos]
+    assert all("kl/global" in entry for entry in trainer.state.log_history if "loss" in entry)
+
+
+def test_vllm_needs_gathered_weights_under_zero3(tmp_path):
+    with pytest.raises(ValueError, match="needs `ds3_gather_for_generation=True`"):
+        make_args(tmp_path, use_vllm=True, ds3_gather_for_generation=False)

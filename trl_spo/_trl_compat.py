@@ -33,6 +33,8 @@ import trl
 from packaging.version import Version
 from trl.cli.accelerate_config import resolve_accelerate_config_argument
 from trl.cli.commands.training import _subtract_subsequence as subtract_subsequence
+from trl.generation.vllm_generation import VLLMGeneration
+from trl.import_utils import is_vllm_available
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, unwrap_model_for_generation
 from trl.trainer.utils import flush_left, global_then_local_main_first, maybe_gather_lm_head_ctx, pad, use_adapter
@@ -49,6 +51,8 @@ if Version(trl.__version__).base_version.rsplit(".", 1)[0] != TESTED_TRL_MINOR:
 
 __all__ = [
     "ChunkedDivergenceFunction",
+    "VLLMGeneration",
+    "is_vllm_available",
     "disable_gradient_checkpointing",
     "flush_left",
     "forward_through_wrapper",

@@ -20,6 +20,7 @@ from trl import DPOConfig
 
 
 REGULARIZERS = ("global_kl", "none")
+VLLM_MODES = ("colocate", "server")
 NARY_LOSS_TYPES = ("spo", "s_dpo", "pl_dpo")
 
 
@@ -97,6 +98,34 @@ class SPOConfig(DPOConfig):
         ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
             Under DeepSpeed ZeRO-3, gather the policy's weights for generation (faster). `False` streams them layer by
             layer, which trains models that do not fit on one device, at the cost of slower generation.
+
+        > Parameters that control vLLM sampling of the KL completions (as in [`~trl.GRPOConfig`])
+
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            Sample the KL completions with vLLM (TRL's `VLLMGeneration`) instead of `model.generate`. The policy's
+            weights are pushed to vLLM before every refresh. Requires `vllm`; untested in this repository (no GPU).
+        vllm_mode (`str`, *optional*, defaults to `"colocate"`):
+            `"colocate"`: vLLM runs in each training process; `"server"`: a separate `trl vllm-serve` process.
+        vllm_server_base_url (`str`, *optional*):
+            Base URL of the vLLM server (server mode); overrides `vllm_server_host` and `vllm_server_port`.
+        vllm_server_host (`str`, *optional*, defaults to `"0.0.0.0"`):
+            Host of the vLLM server (server mode).
+        vllm_server_port (`int`, *optional*, defaults to `8000`):
+            Port of the vLLM server (server mode).
+        vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
+            Seconds to wait for the vLLM server to come up (server mode).
+        vllm_group_port (`int`, *optional*, defaults to `51216`):
+            Port of the weight-update group (server mode).
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            Tensor parallel size of the colocated vLLM engine.
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.3`):
+            Share of GPU memory the colocated vLLM engine may take.
+        vllm_max_model_length (`int`, *optional*):
+            Context length of the colocated vLLM engine; the model's own if `None`.
+        vllm_enable_sleep_mode (`bool`, *optional*, defaults to `False`):
+            Release the colocated engine's memory between refreshes (its weights are re-pushed at each refresh).
+        vllm_model_impl (`str`, *optional*, defaults to `"vllm"`):
+            Model implementation vLLM uses: `"vllm"` or `"transformers"`.
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.DPOConfig`]: `beta` defaults to `0.01` (the
@@ -210,6 +239,48 @@ class SPOConfig(DPOConfig):
         },
     )
 
+    # Parameters that control vLLM sampling of the KL completions
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample the KL completions with vLLM instead of `model.generate`; weights are pushed to vLLM "
+            "before every refresh. Requires `vllm`."
+        },
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={
+            "help": "'colocate' (vLLM in each training process) or 'server' (a `trl vllm-serve` process).",
+            "choices": list(VLLM_MODES),
+        },
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={"help": "Base URL of the vLLM server (server mode); overrides host and port."},
+    )
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server (server mode)."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server (server mode)."})
+    vllm_server_timeout: float = field(
+        default=240.0, metadata={"help": "Seconds to wait for the vLLM server to come up (server mode)."}
+    )
+    vllm_group_port: int = field(default=51216, metadata={"help": "Port of the weight-update group (server mode)."})
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "Tensor parallel size of the colocated vLLM engine."}
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "Share of GPU memory the colocated vLLM engine may take."}
+    )
+    vllm_max_model_length: int | None = field(
+        default=None, metadata={"help": "Context length of the colocated vLLM engine; the model's own if None."}
+    )
+    vllm_enable_sleep_mode: bool = field(
+        default=False,
+        metadata={"help": "Release the colocated engine's memory between refreshes (weights re-pushed each refresh)."},
+    )
+    vllm_model_impl: str = field(
+        default="vllm", metadata={"help": "Model implementation vLLM uses: 'vllm' or 'transformers'."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self._reject_dpo_only_fields()
@@ -294,6 +365,21 @@ class SPOConfig(DPOConfig):
         check("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0")
         check("min_p", self.min_p is None or (is_number(self.min_p) and 0 <= self.min_p <= 1), "None or in [0, 1]")
         check("repetition_penalty", is_number(self.repetition_penalty) and self.repetition_penalty > 0, "> 0")
+        check("vllm_mode", self.vllm_mode in VLLM_MODES, f"one of {list(VLLM_MODES)}")
+        check(
+            "vllm_gpu_memory_utilization",
+            is_number(self.vllm_gpu_memory_utilization) and 0 < self.vllm_gpu_memory_utilization <= 1,
+            "in (0, 1]",
+        )
+        check(
+            "vllm_tensor_parallel_size",
+            isinstance(self.vllm_tensor_parallel_size, int) and self.vllm_tensor_parallel_size >= 1,
+            "an integer >= 1",
+        )
+        if self.use_vllm and not self.ds3_gather_for_generation:
+            raise ValueError(
+                "`use_vllm=True` needs `ds3_gather_for_generation=True`: the weights pushed to vLLM are gathered."
+            )
         check(
             "generation_kwargs",
             self.generation_kwargs is None or isinstance(self.generation_kwargs, dict),

@@ -183,7 +183,48 @@ def sample_completions(
             input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
         )
     completion_ids = sequences[:, prompt_ids.size(1) :]
+    return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
 
+
+def sample_completions_with_vllm(
+    vllm_generation,
+    prompts: list[list[int]],
+    pad_token_id: int,
+    eos_token_ids: Sequence[int],
+    step: int,
+    device: torch.device,
+) -> KLSamples:
+    """
+    Sample one completion per prompt with vLLM (TRL's `VLLMGeneration`), after pushing the current policy weights.
+
+    The sampling parameters are the ones `VLLMGeneration` was built with (the trainer passes SPOConfig's). Untested on
+    a GPU in this repository: the tests cover the calls and the tensors built from vLLM's answer, with a stand-in.
+    """
+    # Eq. 13 needs samples from the current pi_theta, so vLLM's copy is refreshed before every draw.
+    vllm_generation.sync_weights()
+    _, completions, _, _ = vllm_generation.generate(prompts, None, num_generations=1)
+    prompt_ids = pad(
+        [torch.tensor(p, device=device) for p in prompts], padding_value=pad_token_id, padding_side="left"
+    )
+    prompt_mask = pad(
+        [torch.ones(len(p), dtype=torch.long, device=device) for p in prompts], padding_value=0, padding_side="left"
+    )
+    # An empty completion still has one position (the one that chose to stop); pad it so the tensor is not empty.
+    completion_ids = pad(
+        [torch.tensor(c or [pad_token_id], device=device) for c in completions], padding_value=pad_token_id
+    )
+    return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
+
+
+def _samples_from_ids(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    pad_token_id: int,
+    eos_token_ids: Sequence[int],
+    step: int,
+) -> KLSamples:
+    device = prompt_ids.device
     is_eos = torch.isin(completion_ids, torch.tensor(list(eos_token_ids), device=device))
     first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), completion_ids.size(1))
     positions = torch.arange(completion_ids.size(1), device=device).expand_as(completion_ids)

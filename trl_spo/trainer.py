@@ -32,6 +32,7 @@ from transformers import (
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 from trl import DPOTrainer
 
+from . import _trl_compat
 from ._trl_compat import (
     disable_gradient_checkpointing,
     forward_through_wrapper,
@@ -59,7 +60,14 @@ from .losses import (
     spo_sample_scores,
     spo_sample_weights,
 )
-from .sampling import KLSamples, OnlineKLSamplingCallback, RecentPrompts, prompts_from_batch, sample_completions
+from .sampling import (
+    KLSamples,
+    OnlineKLSamplingCallback,
+    RecentPrompts,
+    prompts_from_batch,
+    sample_completions,
+    sample_completions_with_vllm,
+)
 
 
 SPO_STATE_FILE = "spo_state_rank{rank}.pt"
@@ -241,7 +249,7 @@ class SPOTrainer(DPOTrainer):
             # DPOTrainer loaded a reference for its log-ratios; without the KL, SPO never reads it.
             self.ref_model = None
         if not args.uses_global_kl:
-            self.kl_sampling_callback = None
+            self.kl_sampling_callback = self.vllm_generation = None
             return
 
         eos_token_ids = {self._tokenizer.eos_token_id}
@@ -262,6 +270,7 @@ class SPOTrainer(DPOTrainer):
             **(args.generation_kwargs or {}),
         }
         self.generation_config = GenerationConfig(**generation_kwargs, disable_compile=True)
+        self.vllm_generation = self._build_vllm_generation(args) if args.use_vllm else None
         self.kl_sampling_callback = OnlineKLSamplingCallback(
             refresh=self.refresh_kl_samples,
             needs_refresh=lambda: self._kl_samples is None,
@@ -315,19 +324,60 @@ class SPOTrainer(DPOTrainer):
     # ----------------------------------------------------------------------------------------------------------------
     # Online samples for the global KL
 
+    def _build_vllm_generation(self, args: SPOConfig):
+        if not _trl_compat.is_vllm_available():
+            raise ImportError("`use_vllm=True` needs vLLM: `pip install vllm` (on a machine with a supported GPU).")
+        return _trl_compat.VLLMGeneration(
+            model=self.model,
+            accelerator=self.accelerator,
+            processing_class=self.processing_class,
+            mode=args.vllm_mode,
+            server_base_url=args.vllm_server_base_url,
+            server_host=args.vllm_server_host,
+            server_port=args.vllm_server_port,
+            group_port=args.vllm_group_port,
+            server_timeout=args.vllm_server_timeout,
+            tensor_parallel_size=args.vllm_tensor_parallel_size,
+            gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+            max_model_length=args.vllm_max_model_length,
+            max_num_seqs=self.kl_batch_size * args.vllm_tensor_parallel_size,
+            enable_sleep_mode=args.vllm_enable_sleep_mode,
+            model_impl=args.vllm_model_impl,
+            trust_remote_code=args.trust_remote_code,
+            repetition_penalty=args.repetition_penalty,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            min_p=0.0 if args.min_p is None else args.min_p,
+            max_completion_length=args.max_completion_length,
+            logprobs=None,  # Eq. 13 recomputes the policy's distributions; vLLM's log-probs are not needed
+            generation_kwargs=args.generation_kwargs,
+        )
+
     def refresh_kl_samples(self, step: int) -> None:
         """Sample `kl_batch_size` completions from the current policy for the most recent prompts (Algorithm 1)."""
-        samples = sample_completions(
-            self.model_wrapped,
-            self.accelerator,
-            self._recent_prompts.latest(self.kl_batch_size),
-            self.generation_config,
-            pad_token_id=self._tokenizer.pad_token_id,
-            eos_token_ids=self.eos_token_ids,
-            step=step,
-            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-        )
+        prompts = self._recent_prompts.latest(self.kl_batch_size)
+        if self.vllm_generation is not None:
+            samples = sample_completions_with_vllm(
+                self.vllm_generation,
+                prompts,
+                pad_token_id=self._tokenizer.pad_token_id,
+                eos_token_ids=self.eos_token_ids,
+                step=step,
+                device=self.accelerator.device,
+            )
+        else:
+            samples = sample_completions(
+                self.model_wrapped,
+                self.accelerator,
+                prompts,
+                self.generation_config,
+                pad_token_id=self._tokenizer.pad_token_id,
+                eos_token_ids=self.eos_token_ids,
+                step=step,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            )
         self._set_kl_samples(samples)
         lengths = self.accelerator.gather(samples.completion_lengths.float())
         clipped = self.accelerator.gather((samples.completion_lengths >= self.args.max_completion_length).float())
