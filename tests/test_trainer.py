@@ -509,3 +509,52 @@ def test_vllm_sampling_path(tmp_path, tiny_model_path, standard_preference_datas
 def test_vllm_needs_gathered_weights_under_zero3(tmp_path):
     with pytest.raises(ValueError, match="needs `ds3_gather_for_generation=True`"):
         make_args(tmp_path, use_vllm=True, ds3_gather_for_generation=False)
+
+
+KILLED_RUN = """
+import os, signal, sys
+from datasets import Dataset
+from transformers import TrainerCallback
+from tests.helpers import make_args
+from trl_spo import SPOTrainer
+
+rows = [dict(prompt=p, chosen=c, rejected=r) for p, c, r in {rows!r}]
+args = make_args(sys.argv[1], max_steps=6, generation_interval=3, learning_rate=1e-3, save_strategy="steps", save_steps=2)
+trainer = SPOTrainer(model={model!r}, args=args, train_dataset=Dataset.from_list(rows))
+
+class KillMidStep(TrainerCallback):  # SIGKILL: no cleanup, no save, in the middle of step 5 (after its refresh)
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+trainer.add_callback(KillMidStep())
+trainer.train()
+"""
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_without_loss(
+    tmp_path, tiny_model_path, standard_preference_dataset
+):
+    import signal
+    import subprocess
+    import sys
+
+    rows = [(r["prompt"], r["chosen"], r["rejected"]) for r in standard_preference_dataset]
+    script = KILLED_RUN.format(rows=rows, model=tiny_model_path)
+    repo = os.path.dirname(os.path.dirname(__file__))
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed")], cwd=repo, capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    checkpoints = sorted(p.name for p in (tmp_path / "killed").iterdir() if p.name.startswith("checkpoint-"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]
+
+    def run(output_dir, resume=None):
+        args = make_args(output_dir, max_steps=6, generation_interval=3, learning_rate=1e-3)
+        trainer = SPOTrainer(model=tiny_model_path, args=args, train_dataset=standard_preference_dataset)
+        trainer.train(resume_from_checkpoint=resume)
+        return {e["step"]: (e["loss"], e["kl/global"]) for e in trainer.state.log_history if "loss" in e}
+
+    uninterrupted = run(tmp_path / "full")
+    resumed = run(tmp_path / "killed", resume=True)  # the last checkpoint: checkpoint-4
+    for step in (5, 6):
+        assert resumed[step][0] == pytest.approx(uninterrupted[step][0], abs=1e-6), step
+        assert resumed[step][1] == pytest.approx(uninterrupted[step][1], abs=1e-6), step
