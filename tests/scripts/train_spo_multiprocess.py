@@ -33,32 +33,19 @@ import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
 import trl_spo.trainer  # noqa: E402
-from trl_spo import SPOConfig, SPOTrainer  # noqa: E402
+from trl_spo import SPOTrainer  # noqa: E402
 
 
-ASSETS = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ASSETS = REPO_ROOT / "recipes" / "tiny"
+sys.path.insert(0, str(REPO_ROOT))  # `accelerate launch` runs this file as a script, outside the test package
+
+from tests.helpers import make_args  # noqa: E402
 
 
 def main(output_dir: str, overrides: dict) -> None:
     dataset = load_dataset(str(ASSETS / "data"), split="train").select(range(64))
-    settings = dict(
-        output_dir=output_dir,
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        logging_steps=1,
-        save_strategy="no",
-        max_length=64,
-        max_completion_length=8,
-        generation_interval=2,
-        disable_tqdm=True,
-        seed=0,
-    )
-    args = SPOConfig(**{**settings, **overrides})
+    args = make_args(output_dir, max_steps=4, learning_rate=1e-3, **overrides)
     trainer = SPOTrainer(model=str(ASSETS / "model"), args=args, train_dataset=dataset)
 
     kl_steps = []
