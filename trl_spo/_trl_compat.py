@@ -37,7 +37,7 @@ from trl.generation.vllm_generation import VLLMGeneration
 from trl.import_utils import is_vllm_available
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, unwrap_model_for_generation
-from trl.trainer.utils import flush_left, global_then_local_main_first, maybe_gather_lm_head_ctx, pad, use_adapter
+from trl.trainer.utils import flush_left, global_then_local_main_first, pad, use_adapter
 
 
 TESTED_TRL_MINOR = "1.16"
@@ -58,7 +58,6 @@ __all__ = [
     "forward_through_wrapper",
     "global_then_local_main_first",
     "logit_transform",
-    "maybe_gather_lm_head_ctx",
     "pad",
     "reference_adapter",
     "resolve_accelerate_config_argument",

@@ -285,6 +285,17 @@ def validate_nary_example(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def check_pairwise_completions(example: Mapping, index: int, dataset_name: str) -> Mapping:
+    """Raise a ValueError naming the row if its `chosen` or `rejected` completion is empty (a `Dataset.map` function)."""
+    for column in ("chosen", "rejected"):
+        if _is_empty(example[column]):
+            raise ValueError(
+                f"Row {index} of the {dataset_name} dataset has an empty '{column}' completion "
+                f"({example[column]!r}). Each pair needs two non-empty completions: drop or fix that row."
+            )
+    return example
+
+
 def _common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
     for length, (token, other_token) in enumerate(zip(ids, other_ids)):
         if token != other_token:

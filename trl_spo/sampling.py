@@ -164,12 +164,7 @@ def sample_completions(
     token of `y`, the last one included.
     """
     device = accelerator.device
-    prompt_ids = pad(
-        [torch.tensor(p, device=device) for p in prompts], padding_value=pad_token_id, padding_side="left"
-    )
-    prompt_mask = pad(
-        [torch.ones(len(p), dtype=torch.long, device=device) for p in prompts], padding_value=0, padding_side="left"
-    )
+    prompt_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
     with (
         unwrap_model_for_generation(
             model,
@@ -203,17 +198,19 @@ def sample_completions_with_vllm(
     # Eq. 13 needs samples from the current pi_theta, so vLLM's copy is refreshed before every draw.
     vllm_generation.sync_weights()
     _, completions, _, _ = vllm_generation.generate(prompts, None, num_generations=1)
-    prompt_ids = pad(
-        [torch.tensor(p, device=device) for p in prompts], padding_value=pad_token_id, padding_side="left"
-    )
-    prompt_mask = pad(
-        [torch.ones(len(p), dtype=torch.long, device=device) for p in prompts], padding_value=0, padding_side="left"
-    )
+    prompt_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
     # An empty completion still has one position (the one that chose to stop); pad it so the tensor is not empty.
     completion_ids = pad(
         [torch.tensor(c or [pad_token_id], device=device) for c in completions], padding_value=pad_token_id
     )
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
+
+
+def _left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and their attention mask, the layout `generate` expects."""
+    ids = pad([torch.tensor(p, device=device) for p in prompts], padding_value=pad_token_id, padding_side="left")
+    ones = [torch.ones(len(p), dtype=torch.long, device=device) for p in prompts]
+    return ids, pad(ones, padding_value=0, padding_side="left")
 
 
 def _samples_from_ids(

@@ -43,6 +43,7 @@ from .config import SPOConfig
 from .data import (
     LABEL_COLUMNS,
     DataCollatorForNaryPreference,
+    check_pairwise_completions,
     detect_preference_format,
     order_by_ranking,
     prepare_nary_dataset,
@@ -304,7 +305,7 @@ class SPOTrainer(DPOTrainer):
         first_example = next(iter(dataset))
         if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(first_example):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        dataset = dataset.map(_check_completions_not_empty, with_indices=True, fn_kwargs={"name": dataset_name})
+        dataset = dataset.map(check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name})
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
@@ -679,23 +680,6 @@ class SPOTrainer(DPOTrainer):
         self.kl_sampling_callback.num_refreshes = state["num_refreshes"]
         if samples is not None:
             self._set_kl_samples(KLSamples.from_state_dict(samples, self.accelerator.device))
-
-
-def _check_completions_not_empty(example: dict, index: int, name: str) -> dict:
-    for column in ("chosen", "rejected"):
-        completion = example[column]
-        if isinstance(completion, str):
-            empty = completion.strip() == ""
-        else:  # conversational: a list of messages
-            empty = len(completion) == 0 or all(
-                not str(message.get("content") or "").strip() for message in completion
-            )
-        if empty:
-            raise ValueError(
-                f"Row {index} of the {name} dataset has an empty '{column}' completion ({completion!r}). Each pair "
-                "needs two non-empty completions: drop or fix that row."
-            )
-    return example
 
 
 def _dataset_format(dataset) -> str:
