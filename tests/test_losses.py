@@ -831,6 +831,6 @@ def test_kendall_tau_hand_cases():
 
     scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [5.0, 1.0, 9.0]])
     mask = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
-    # same order, reversed, one discordant pair of three (1 - 2/3 ... (2 - 1) / 3), and a 2-response row
+    # same order; reversed; 2 concordant and 1 discordant pair of 3 -> (2 - 1) / 3; a row with 2 valid responses
     expected = torch.tensor([1.0, -1.0, 1 / 3, 1.0])
     torch.testing.assert_close(kendall_tau(scores, mask), expected)

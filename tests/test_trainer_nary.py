@@ -211,3 +211,33 @@ def test_eval_dataset_must_match_the_train_format(
             train_dataset=ranked_dataset,
             eval_dataset=standard_preference_dataset,
         )
+
+
+def test_top1_accuracy_and_kendall_tau_match_a_hand_computation(tmp_path, tiny_model_path, ranked_dataset):
+    import torch.nn.functional as F
+
+    trainer = SPOTrainer(model=tiny_model_path, args=make_args(tmp_path, beta=0.0), train_dataset=ranked_dataset)
+    model = trainer.model
+    model.train()
+    rows = list(range(8))
+    examples = [trainer.train_dataset[i] for i in rows]
+    with torch.no_grad():
+        trainer.compute_loss(model, trainer.data_collator(examples))
+    metrics = trainer._metrics["train"]
+
+    # By hand: each completion scored alone from materialised logits, then compared with the labelled order
+    top1, taus = [], []
+    for example in examples:
+        scores = []
+        for completion in example["completions_ids"]:
+            ids = torch.tensor([example["prompt_ids"] + completion])
+            with torch.no_grad():
+                logps = F.log_softmax(model(ids).logits[0, :-1], -1)
+            targets = ids[0, 1:]
+            scores.append(logps[torch.arange(len(targets)), targets][-len(completion) :].sum().item())
+        ordered = [scores[i] for i in example["ranking"]]
+        top1.append(float(max(range(len(scores)), key=scores.__getitem__) == example["ranking"][0]))
+        pairs = [(k, j) for k in range(len(ordered)) for j in range(k + 1, len(ordered))]
+        taus.append(sum((ordered[k] > ordered[j]) - (ordered[k] < ordered[j]) for k, j in pairs) / len(pairs))
+    assert metrics["rewards/top1_accuracy"][-1] == pytest.approx(sum(top1) / len(top1))
+    assert metrics["rewards/kendall_tau"][-1] == pytest.approx(sum(taus) / len(taus), abs=1e-6)
