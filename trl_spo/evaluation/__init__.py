@@ -1,0 +1,61 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Evaluation of a policy as in the paper's section 7: win rate, length-controlled win rate, useful entropy."""
+
+from .config import EvalArguments
+from .judges import (
+    JudgeAttemptError,
+    JudgeError,
+    OpenAIChatJudge,
+    PairwiseJudge,
+    RewardModelJudge,
+    Verdict,
+    parse_ab_reply,
+)
+from .metrics import (
+    EntropySummary,
+    LengthControlledWinRate,
+    WinRate,
+    comparison_score,
+    length_controlled_win_rate,
+    per_token_entropy,
+    useful_entropy,
+    win_rate,
+)
+from .runner import JUDGES, build_judge, evaluate, judge_comparisons
+
+
+__all__ = [
+    "JUDGES",
+    "EntropySummary",
+    "EvalArguments",
+    "JudgeAttemptError",
+    "JudgeError",
+    "LengthControlledWinRate",
+    "OpenAIChatJudge",
+    "PairwiseJudge",
+    "RewardModelJudge",
+    "Verdict",
+    "WinRate",
+    "build_judge",
+    "comparison_score",
+    "evaluate",
+    "judge_comparisons",
+    "length_controlled_win_rate",
+    "parse_ab_reply",
+    "per_token_entropy",
+    "useful_entropy",
+    "win_rate",
+]

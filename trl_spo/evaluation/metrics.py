@@ -1,0 +1,365 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The evaluation metrics of the paper's section 7 as pure functions: win rate, length-controlled win rate and useful
+entropy.
+
+Paper: "Soft Preference Optimization: Aligning Language Models to Expert Distributions", section 7 (Tables 1-3).
+
+Conventions shared by all functions:
+
+- A *comparison* is one model completion judged against one reference answer, twice, with the two answers in swapped
+  positions. Its *score* is the model's mean outcome over the two orders (see [`comparison_score`]): 1 = the model
+  wins, 0 = it loses, in between for a tie, a split decision or a probabilistic judge.
+- A failed comparison (the judge gave no usable verdict in at least one order) has the score `None`. It is left out of
+  every mean, counted in `num_failed`, and never read as a loss or a win.
+- An undefined statistic (a mean over nothing, a standard error from one value) is `None`, never 0 or NaN, so a JSON
+  summary says "undefined" rather than a number that looks measured.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+__all__ = [
+    "EntropySummary",
+    "LengthControlledWinRate",
+    "WinRate",
+    "comparison_score",
+    "length_controlled_win_rate",
+    "per_token_entropy",
+    "useful_entropy",
+    "win_rate",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Entropy (section 7.3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def per_token_entropy(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """
+    Per-completion estimate of the mean per-token entropy of the policy, the summand of section 7.3's useful entropy.
+
+    Paper: Soft Preference Optimization, section 7.3.
+
+    Formula:
+        H(x, y) = -(1/|y|) * sum_{t=1}^{|y|} log pi(y_t | x, y_<t)
+
+    Where:
+        x: the prompt; y: a completion sampled from pi; |y|: its number of tokens (the `True` entries of `mask`).
+        log pi(y_t | x, y_<t): the log-probability, under the policy at temperature 1, of the token that was sampled.
+
+    For y ~ pi(. | x), `-log pi(y | x) / |y|` is a single-sample Monte-Carlo estimate of the entropy per token: its
+    expectation over y is the sequence entropy H(pi(. | x)), divided by |y| inside the expectation. Completions sampled
+    at a temperature other than 1 (or with top-p) make it a cross-entropy, not an entropy.
+
+    Args:
+        token_logps (`torch.Tensor`): log pi(y_t | x, y_<t) of the sampled tokens, shape (B, L), right-padded.
+            Values at masked-out positions are ignored (they may be anything finite or not).
+        mask (`torch.Tensor`): shape (B, L), `True` (or 1) where position t holds a token of y.
+
+    Returns:
+        `torch.Tensor`: the estimate per completion in nats/token, shape (B,), float32 (float64 for float64 input).
+
+    Raises:
+        ValueError: if the shapes differ, or if a row has no token (|y| = 0: the estimate is 0/0). The message names
+        the rows; the caller decides what an empty completion means (the runner records it as empty, without entropy).
+    """
+    if token_logps.ndim != 2 or tuple(mask.shape) != tuple(token_logps.shape):
+        raise ValueError(
+            f"`token_logps` and `mask` must both have shape (B, L), found {tuple(token_logps.shape)} and "
+            f"{tuple(mask.shape)}."
+        )
+    mask = mask.bool()
+    lengths = mask.sum(dim=1)
+    empty = (lengths == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"Rows {empty} of `mask` hold no token: the per-token entropy of an empty completion (|y| = 0) is "
+            "undefined. Leave empty completions out (and count them) before calling `per_token_entropy`."
+        )
+    dtype = torch.float64 if token_logps.dtype == torch.float64 else torch.float32
+    # `where`, not multiplication: a -inf log-prob at a padded position must not turn the sum into NaN.
+    total = torch.where(mask, token_logps.to(dtype), 0.0).sum(dim=1)
+    return -total / lengths.to(dtype)
+
+
+@dataclass
+class EntropySummary:
+    """
+    Mean entropy over all completions and over the preferred ones (the paper's useful entropy).
+
+    Attributes:
+        mean_entropy (`float` or `None`): mean of the per-completion entropies over every completion that has one;
+            `None` if none has.
+        num_entropy (`int`): how many completions `mean_entropy` averages.
+        useful_entropy (`float` or `None`): mean over the completions the judge prefers to the reference; `None` when
+            no completion with an entropy is preferred (undefined, not 0).
+        num_preferred (`int`): how many completions `useful_entropy` averages.
+    """
+
+    mean_entropy: float | None
+    num_entropy: int
+    useful_entropy: float | None
+    num_preferred: int
+
+
+def useful_entropy(
+    entropies: Sequence[float | None], scores: Sequence[float | None], threshold: float = 0.5
+) -> EntropySummary:
+    """
+    Useful entropy: the mean per-token entropy over the completions a judge prefers to a reference answer.
+
+    Paper: Soft Preference Optimization, section 7.3 and Table 3.
+
+    Formula:
+        H(pi) = (1/|W|) * sum_{(x, y) in W} H(x, y),     W = {(x, y): score(x, y) > threshold}
+
+    Where:
+        H(x, y): the per-completion estimate of [`per_token_entropy`].
+        score(x, y): the order-swapped comparison score of [`comparison_score`] against the reference answer.
+        threshold: 0.5. *Preferred* means strictly better than a tie after averaging the two orders, so with a binary
+            judge a completion is preferred only if it wins in both orders; a split decision (0.5) is not preferred.
+
+    A completion without an entropy (`None`: an empty completion) counts in neither mean. A completion whose
+    comparison failed (`None` score) counts in `mean_entropy` (the entropy does not depend on the judge) but not in
+    `useful_entropy` (whether it was preferred is unknown).
+
+    Args:
+        entropies (`Sequence[float | None]`): H(x, y) per completion, length N.
+        scores (`Sequence[float | None]`): comparison score per completion, length N, in [0, 1].
+        threshold (`float`, *optional*, defaults to `0.5`): a completion is preferred if its score is `> threshold`.
+
+    Returns:
+        [`EntropySummary`]; `useful_entropy` is `None` when no completion with an entropy is preferred.
+    """
+    if len(entropies) != len(scores):
+        raise ValueError(
+            f"`entropies` and `scores` must have one entry per completion, found {len(entropies)} and {len(scores)}."
+        )
+    measured = [h for h in entropies if h is not None]
+    preferred = [h for h, s in zip(entropies, scores) if h is not None and s is not None and s > threshold]
+    return EntropySummary(
+        mean_entropy=math.fsum(measured) / len(measured) if measured else None,
+        num_entropy=len(measured),
+        useful_entropy=math.fsum(preferred) / len(preferred) if preferred else None,
+        num_preferred=len(preferred),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Win rates (sections 7.1, 7.2)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def comparison_score(model_first_verdict: float | None, reference_first_verdict: float | None) -> float | None:
+    """
+    The model's score in one order-swapped comparison.
+
+    Formula:
+        score = ( v_1 + (1 - v_2) ) / 2
+
+    Where:
+        v_1: the judge's verdict with the model's answer in position A and the reference in position B.
+        v_2: the verdict with the reference in position A and the model's answer in position B.
+        A verdict is the probability (or the 0/1 indicator, 0.5 for a tie) that the answer in position A is better.
+
+    With a binary judge the score is in {0, 0.5, 1}; a judge that always answers "A" (pure position bias) scores 0.5
+    everywhere. If either verdict is missing (`None`, a failed judgement), the comparison fails: `None`.
+    """
+    if model_first_verdict is None or reference_first_verdict is None:
+        return None
+    return (model_first_verdict + (1.0 - reference_first_verdict)) / 2.0
+
+
+@dataclass
+class WinRate:
+    """
+    A win rate with its standard error.
+
+    Attributes:
+        win_rate (`float` or `None`): mean score over the comparisons that did not fail; `None` if all failed.
+        stderr (`float` or `None`): sample standard deviation (ddof = 1) of those scores / sqrt(n); `None` if n < 2.
+        num_judged (`int`): n, the comparisons that did not fail.
+        num_failed (`int`): the comparisons that failed; excluded from n, neither a win nor a loss.
+    """
+
+    win_rate: float | None
+    stderr: float | None
+    num_judged: int
+    num_failed: int
+
+
+def win_rate(scores: Sequence[float | None]) -> WinRate:
+    """
+    Win rate of a model against a reference from order-swapped comparison scores.
+
+    Formula:
+        win_rate = (1/n) * sum_i s_i
+        stderr   = sqrt( sum_i (s_i - win_rate)^2 / (n - 1) ) / sqrt(n)
+
+    Where:
+        s_i in [0, 1]: the score of comparison i ([`comparison_score`]), over the n comparisons that did not fail.
+
+    Args:
+        scores (`Sequence[float | None]`): one score per comparison; `None` marks a failed comparison.
+
+    Returns:
+        [`WinRate`].
+    """
+    judged = [float(s) for s in scores if s is not None]
+    _check_scores(judged)
+    n = len(judged)
+    mean = math.fsum(judged) / n if n else None
+    stderr = math.sqrt(math.fsum((s - mean) ** 2 for s in judged) / (n - 1) / n) if n >= 2 else None
+    return WinRate(win_rate=mean, stderr=stderr, num_judged=n, num_failed=len(scores) - n)
+
+
+@dataclass
+class LengthControlledWinRate:
+    """
+    A length-controlled win rate and the fit behind it.
+
+    Attributes:
+        win_rate (`float` or `None`): sigmoid(intercept), the predicted win rate at zero length difference; `None` if
+            every comparison failed.
+        intercept (`float` or `None`): fitted intercept b (`None` when no fit was needed, see
+            [`length_controlled_win_rate`]).
+        slope (`float` or `None`): fitted weight w of the length feature (idem).
+        length_scale (`float` or `None`): std (ddof = 1) of the length differences, the feature's scale.
+        num_judged (`int`): comparisons in the fit.
+    """
+
+    win_rate: float | None
+    intercept: float | None
+    slope: float | None
+    length_scale: float | None
+    num_judged: int
+
+
+def length_controlled_win_rate(
+    scores: Sequence[float | None],
+    length_differences: Sequence[float],
+    l2_penalty: float = 1e-2,
+    max_iterations: int = 100,
+    tolerance: float = 1e-10,
+) -> LengthControlledWinRate:
+    """
+    Length-controlled (LC) win rate in the spirit of AlpacaEval 2: the win rate the judge would give at equal length.
+
+    Paper: Dubois et al. 2024, "Length-Controlled AlpacaEval: A Simple Way to Debias Automatic Evaluators"
+    (https://arxiv.org/abs/2404.04475), used for the LC column of Table 1. AlpacaEval 2's GLM also has per-instruction
+    terms fitted across many models; with one model and one reference only the length term is identifiable, so this is
+    the single-model reduction of it, not a reimplementation of the AlpacaEval leaderboard number.
+
+    Formula:
+        P(model wins | d) = sigmoid(b + w * tanh(d / sd(d)))
+        (b, w) = argmax  sum_i [ s_i log p_i + (1 - s_i) log(1 - p_i) ] - (l2_penalty / 2) * w^2
+        LC win rate = sigmoid(b)
+
+    Where:
+        s_i in [0, 1]: comparison score (soft labels), over the comparisons that did not fail.
+        d_i: length of the model's answer minus that of the reference (the runner uses characters, as AlpacaEval
+            does, so models with different tokenizers are comparable).
+        sd(d): sample standard deviation (ddof = 1) of the d_i.
+        l2_penalty: ridge penalty on w only. It keeps w finite when the scores are separable by length (e.g. every
+            longer answer wins, every shorter one loses), where the unpenalised MLE does not exist. The intercept is
+            never penalised, so the LC win rate is not shrunk towards 0.5 by the penalty itself.
+
+    Degenerate cases, all without a fit (`intercept` and `slope` are `None`):
+        - every comparison failed: `win_rate` is `None`;
+        - sd(d) = 0 or undefined (all lengths differ by the same amount, or n < 2): the feature is constant and the
+          LC win rate is the plain win rate (the intercept-only MLE is logit(mean score));
+        - every score is 0 or every score is 1: the LC win rate is that score (the MLE intercept is -inf / +inf).
+
+    The fit is Newton's method (IRLS) on the two parameters with a backtracking line search, which converges for this
+    strictly concave objective. A hand-checkable case: if the feature takes the values +c and -c on equally many
+    comparisons and `l2_penalty = 0`, the model is saturated and sigmoid(b) = sigmoid((logit(p+) + logit(p-)) / 2),
+    with p+ and p- the mean scores of the two groups.
+
+    Args:
+        scores (`Sequence[float | None]`): one score per comparison; `None` marks a failed comparison (left out).
+        length_differences (`Sequence[float]`): d_i per comparison, same length as `scores`.
+        l2_penalty (`float`, *optional*, defaults to `1e-2`): ridge penalty on w, >= 0 (a N(0, 100) prior on w).
+        max_iterations (`int`, *optional*, defaults to `100`): Newton steps at most.
+        tolerance (`float`, *optional*, defaults to `1e-10`): stop when the Newton step's largest entry is below it.
+
+    Returns:
+        [`LengthControlledWinRate`].
+    """
+    if len(scores) != len(length_differences):
+        raise ValueError(
+            f"`scores` and `length_differences` must have one entry per comparison, found {len(scores)} and "
+            f"{len(length_differences)}."
+        )
+    if not (math.isfinite(l2_penalty) and l2_penalty >= 0):
+        raise ValueError(f"`l2_penalty` must be a finite number >= 0, found {l2_penalty}.")
+    kept = [(float(s), float(d)) for s, d in zip(scores, length_differences) if s is not None]
+    _check_scores([s for s, _ in kept])
+    n = len(kept)
+    if n == 0:
+        return LengthControlledWinRate(None, None, None, None, 0)
+    y = torch.tensor([s for s, _ in kept], dtype=torch.float64)
+    d = torch.tensor([d for _, d in kept], dtype=torch.float64)
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("`length_differences` must be finite numbers.")
+    scale = float(d.std()) if n >= 2 else None
+    mean = float(y.mean())
+    if not scale or mean in (0.0, 1.0):
+        return LengthControlledWinRate(mean, None, None, scale, n)
+
+    features = torch.stack([torch.ones_like(d), torch.tanh(d / scale)], dim=1)  # (n, 2)
+    penalty = torch.tensor([0.0, l2_penalty], dtype=torch.float64)
+
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        # Bernoulli log-likelihood with soft labels, in logsigmoid form so large logits lose no precision.
+        z = features @ theta
+        loglik = (y * torch.nn.functional.logsigmoid(z) + (1 - y) * torch.nn.functional.logsigmoid(-z)).sum()
+        return loglik - 0.5 * (penalty * theta**2).sum()
+
+    # Start at the intercept-only MLE, which is finite here (0 < mean < 1).
+    theta = torch.tensor([math.log(mean / (1 - mean)), 0.0], dtype=torch.float64)
+    value = objective(theta)
+    for _ in range(max_iterations):
+        p = torch.sigmoid(features @ theta)
+        gradient = features.T @ (y - p) - penalty * theta
+        hessian = (features.T * (p * (1 - p))) @ features + torch.diag(penalty)
+        step = torch.linalg.solve(hessian, gradient)
+        # Backtracking: a full Newton step can overshoot when the data are (nearly) separable.
+        t = 1.0
+        while t > 1e-8:
+            candidate = theta + t * step
+            candidate_value = objective(candidate)
+            if candidate_value >= value:
+                break
+            t /= 2
+        else:
+            break
+        theta, value = candidate, candidate_value
+        if float((t * step).abs().max()) < tolerance:
+            break
+    intercept, slope = float(theta[0]), float(theta[1])
+    return LengthControlledWinRate(float(torch.sigmoid(theta[0])), intercept, slope, scale, n)
+
+
+def _check_scores(scores: list[float]) -> None:
+    bad = [s for s in scores if not (0.0 <= s <= 1.0)]
+    if bad:
+        raise ValueError(f"Comparison scores must lie in [0, 1] (None for a failed comparison), found {bad[:5]}.")
