@@ -223,6 +223,23 @@ def test_shipped_results_are_one_run():
     assert [row["name"] for row in payload["rows"]] == [setting.name for setting in BenchmarkConfig().settings]
 
 
+def test_shipped_results_support_what_the_docs_say():
+    """The claims of docs/results.md and the README, checked against the committed run."""
+    rows = {
+        row["name"]: row
+        for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
+    }
+    for alpha in ("0.5", "1", "2"):
+        row = rows[f"SPO α={alpha} β=0"]
+        assert row["tv_to_target"] < 0.1 and abs(row["entropy"] - row["target_entropy"]) < 0.1
+    for beta in ("0.01", "0.1"):
+        assert rows[f"DPO β={beta}"]["max_prob"] > 0.95
+    sweep = [rows[f"SPO α=1 β={beta}"] for beta in ("0", "0.01", "0.1", "1")]
+    kl = [row["kl_to_reference"] for row in sweep]
+    assert kl == sorted(kl, reverse=True) and kl[-1] < 0.1 * kl[0]
+    assert all(abs(row["trainer_kl_global"] - row["kl_to_reference"]) < 0.01 for row in sweep[1:])
+
+
 def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input():
     from trl_spo.cli import main
 
