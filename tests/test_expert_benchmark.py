@@ -23,8 +23,6 @@ import pytest
 import torch
 
 from trl_spo.benchmarks.expert_distribution import (
-    DOC_BEGIN,
-    DOC_END,
     BenchmarkConfig,
     Setting,
     run,
@@ -46,6 +44,7 @@ from trl_spo.benchmarks.expert_task import (
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DOC_BEGIN, DOC_END = "<!-- expert-distribution:begin -->", "<!-- expert-distribution:end -->"
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,10 @@ def test_update_doc_replaces_only_the_marked_block(tmp_path):
     update_doc(doc, "new table\n")
     assert doc.read_text() == f"intro\n{DOC_BEGIN}\nnew table\n{DOC_END}\noutro\n"
     doc.write_text("no markers\n")
-    with pytest.raises(ValueError, match="must contain the markers"):
+    with pytest.raises(ValueError, match="must contain the markers .* found neither"):
+        update_doc(doc, "x")
+    doc.write_text(f"{DOC_BEGIN}\n")
+    with pytest.raises(ValueError, match="found \\['<!-- expert-distribution:begin -->'\\]"):
         update_doc(doc, "x")
 
 

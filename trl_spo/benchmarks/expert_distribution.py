@@ -54,10 +54,6 @@ from .expert_task import (
 )
 
 
-DOC_BEGIN = "<!-- expert-distribution:begin -->"
-DOC_END = "<!-- expert-distribution:end -->"
-
-
 @dataclass(frozen=True)
 class Setting:
     """One training run: a method and its knobs."""
@@ -282,13 +278,16 @@ def plot(results: list[dict], task: ExpertTask, reference: torch.Tensor, path: P
     plt.close(figure)
 
 
-def update_doc(doc: Path, block: str) -> None:
+def update_doc(doc: Path, block: str, name: str = "expert-distribution") -> None:
+    """Replace what stands between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in `doc` with `block`."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = doc.read_text()
-    if DOC_BEGIN not in text or DOC_END not in text:
-        raise ValueError(f"{doc} must contain the markers {DOC_BEGIN} and {DOC_END}; found neither pair")
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    doc.write_text(f"{head}{DOC_BEGIN}\n{block}{DOC_END}{tail}")
+    if begin not in text or end not in text:
+        found = [marker for marker in (begin, end) if marker in text] or "neither"
+        raise ValueError(f"{doc} must contain the markers {begin} and {end}; found {found}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{block}{end}{tail}")
 
 
 def run(config: BenchmarkConfig, output_dir: Path, command: str, doc: Path | None = None, log=print) -> list[dict]:
