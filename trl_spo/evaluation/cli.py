@@ -15,12 +15,12 @@
 """
 `trl-spo eval`: win rate, length-controlled win rate and useful entropy of a policy against reference answers.
 
-# The tiny offline check (CPU, seconds; JUDGE is a local reward model directory)
+# The tiny offline check (CPU, seconds; the shipped tiny reward model judges)
 ```bash
 python -m trl_spo.evaluation.cli \
     --model_name_or_path recipes/tiny/model \
     --dataset_name recipes/tiny/data/preferences_eval.jsonl --reference_column chosen \
-    --judge reward_model --judge_model $JUDGE \
+    --judge reward_model --judge_model recipes/tiny/reward_model \
     --num_samples 2 --max_new_tokens 8 --output_dir eval-tiny
 ```
 
