@@ -816,4 +816,6 @@ def test_shipped_tiny_reward_model_knows_the_rewards():
                     total += 1
                     agree += judge.judge(prompt, a, b).verdict > 0.5
     # Each answer pair with different known rewards, ordered the same way by the reward model: far above chance.
-    assert agree / total > 0.8, f"the shipped reward model orders {agree} of {total} answer pairs like the known rewards"
+    assert agree / total > 0.8, (
+        f"the shipped reward model orders {agree} of {total} answer pairs like the known rewards"
+    )

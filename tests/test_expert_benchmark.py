@@ -139,6 +139,15 @@ def test_reference_model_fits_its_distribution_and_stops(reference_model, tokeni
     assert total_variation(pi, task.target(1.0)) > 0.5
 
 
+def test_settings_reject_what_they_cannot_run():
+    with pytest.raises(ValueError, match="method must be 'spo' or 'dpo', got 'ppo'"):
+        Setting("ppo", beta=0.1)
+    with pytest.raises(ValueError, match="alpha is required for SPO"):
+        Setting("spo", beta=0.1)
+    with pytest.raises(ValueError, match="meaningless for DPO"):
+        Setting("dpo", beta=0.1, alpha=1.0)
+
+
 def test_update_doc_replaces_only_the_marked_block(tmp_path):
     doc = tmp_path / "results.md"
     doc.write_text(f"intro\n{DOC_BEGIN}\nold table\n{DOC_END}\noutro\n")

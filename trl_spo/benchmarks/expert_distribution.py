@@ -31,8 +31,6 @@ training. It writes, to `--output_dir`:
 import argparse
 import hashlib
 import json
-import math
-import os
 import shlex
 import sys
 import tempfile
@@ -56,11 +54,26 @@ from .expert_task import (
 
 @dataclass(frozen=True)
 class Setting:
-    """One training run: a method and its knobs."""
+    """
+    One training run: a method and its knobs.
 
-    method: str  # "spo" or "dpo"
+    Args:
+        method (`str`): `"spo"` or `"dpo"`.
+        beta (`float`): SPO's global-KL weight, or DPO's beta.
+        alpha (`float` or `None`): SPO's softness (its target is `Softmax(r / alpha)`); `None` for DPO.
+    """
+
+    method: str
     beta: float
-    alpha: float | None = None  # SPO only
+    alpha: float | None = None
+
+    def __post_init__(self):
+        if self.method not in ("spo", "dpo"):
+            raise ValueError(f"method must be 'spo' or 'dpo', got {self.method!r}")
+        if (self.method == "spo") != (self.alpha is not None):
+            raise ValueError(
+                f"alpha is required for SPO and meaningless for DPO, got method={self.method!r}, alpha={self.alpha}"
+            )
 
     @property
     def name(self) -> str:
@@ -83,7 +96,21 @@ DEFAULT_SETTINGS = (
 
 @dataclass
 class BenchmarkConfig:
-    """What the benchmark trains on and for how long; the defaults are the published run."""
+    """
+    What the benchmark trains on and for how long; the defaults are the run in docs/results.md.
+
+    Args:
+        seed (`int`): seeds the reference model's initialisation, the pairs, and every trainer.
+        num_pairs (`int`): Bradley-Terry pairs in the dataset.
+        max_steps (`int`): optimizer steps per setting.
+        batch_size (`int`): pairs per optimizer step.
+        learning_rate (`float`): peak learning rate, decayed linearly to zero.
+        gamma (`float`): SPO's mu exponent (Eq. 12).
+        generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples.
+        kl_batch_size (`int`): SPO's completions sampled per refresh.
+        eval_every (`int`): optimizer steps between two enumerations of the policy (the figure's resolution).
+        settings (`tuple[Setting, ...]`): the runs, in order.
+    """
 
     seed: int = 0
     num_pairs: int = 8192
@@ -363,12 +390,11 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench expert") -> i
     for name in ("num_pairs", "max_steps"):
         if getattr(parsed, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(parsed, name)}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built locally; never wait on a hub
     config = BenchmarkConfig(seed=parsed.seed, num_pairs=parsed.num_pairs, max_steps=parsed.max_steps)
-    command = shlex.join([prog.split()[0], *prog.split()[1:], *argv]) if prog else shlex.join(argv)
+    command = shlex.join(prog.split() + argv)
     rows = run(config, Path(parsed.output_dir), command, Path(parsed.update_doc) if parsed.update_doc else None)
     print(markdown_table(rows, f"Written to {parsed.output_dir}"))
-    return 0 if all(math.isfinite(r["entropy"]) for r in rows) else 1
+    return 0
 
 
 if __name__ == "__main__":
