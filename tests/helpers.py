@@ -51,3 +51,22 @@ def assert_all_changed(before: dict[str, torch.Tensor], model) -> None:
         name for name, param in model.named_parameters() if name in before and torch.equal(before[name], param)
     ]
     assert not unchanged, f"parameters that did not train: {unchanged}"
+
+
+def assert_gradients_close(
+    actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str, ulps: float
+) -> None:
+    """
+    Each parameter's gradient equals the expected one elementwise within `ulps` fp32 epsilons of its largest entry.
+
+    Two fp32 computations of one gradient (another batch shape, padding or summation order) differ by rounding that
+    scales with the gradient, not with each entry: an entry that is a near-cancelling sum of large terms carries the
+    absolute error of those terms. `ulps` is then set by the number of terms summed; a real error (a wrong weight, a
+    leaked padded response) is a fraction of the largest entry, i.e. ~1e6 epsilons.
+    """
+    assert actual.keys() == expected.keys(), f"{what}: different parameters"
+    for name, grad in expected.items():
+        atol = ulps * torch.finfo(torch.float32).eps * grad.abs().max().item()
+        torch.testing.assert_close(
+            actual[name], grad, rtol=0, atol=atol, msg=lambda m, name=name: f"gradient of {name}: {what}. {m}"
+        )

@@ -460,7 +460,7 @@ def test_scatter_sequence_logps_places_and_masks():
     assert values.tolist() == [[-3.0, -1.5, -7.0, 0.0], [-2.0, -4.0, 0.0, 0.0], [-0.5, -6.0, -2.5, -9.0]]
     assert mask.dtype == torch.bool
     assert mask.tolist() == [[True, True, True, False], [True, True, False, False], [True, True, True, True]]
-    # Each sequence receives exactly the gradient of its slot.
+    # Each sequence receives exactly the gradient of its slot (exact: scattering copies values and gradients).
     slot_weights = torch.arange(12, dtype=torch.float64).view(3, 4)
     (values * slot_weights).sum().backward()
     assert logps.grad.tolist() == slot_weights[batch["row_index"], batch["response_index"]].tolist()
@@ -476,14 +476,17 @@ def test_order_by_ranking_and_losses_match_rows_alone():
     loss = spo_ranking_loss(ordered, alpha, response_mask=ordered_mask)
     (grad,) = torch.autograd.grad(loss.sum(), logps)
 
+    # float64, the same row padded in the grid vs alone: ~1e-16 apart; the float64 defaults (1e-7) are ample.
     expected_grad = torch.zeros_like(logps)
     for row, n in enumerate(batch["num_responses"].tolist()):
         alone = logps.detach()[batch["row_index"] == row].clone().requires_grad_()
         ranking = batch["ranking"][row, :n]
         row_loss = spo_ranking_loss(alone[ranking].unsqueeze(0), alpha)
-        torch.testing.assert_close(loss[row], row_loss[0])
+        torch.testing.assert_close(
+            loss[row], row_loss[0], msg=lambda m, row=row: f"loss of row {row}: grid vs alone. {m}"
+        )
         expected_grad[batch["row_index"] == row] = torch.autograd.grad(row_loss.sum(), alone)[0]
-    torch.testing.assert_close(grad, expected_grad)
+    torch.testing.assert_close(grad, expected_grad, msg=lambda m: f"gradient: grid vs each row alone. {m}")
 
 
 def test_best_of_n_loss_on_scattered_grid_matches_rows_alone():
@@ -493,7 +496,12 @@ def test_best_of_n_loss_on_scattered_grid_matches_rows_alone():
     loss = spo_best_of_n_loss(values, best_index, 0.1, response_mask=mask)
     for row in range(len(best_index)):
         alone = logps.detach()[batch["row_index"] == row].unsqueeze(0)
-        torch.testing.assert_close(loss[row], spo_best_of_n_loss(alone, best_index[row : row + 1], 0.1)[0])
+        # float64, the same row padded vs alone: ~1e-16 apart; the float64 defaults (1e-7) are ample.
+        torch.testing.assert_close(
+            loss[row],
+            spo_best_of_n_loss(alone, best_index[row : row + 1], 0.1)[0],
+            msg=lambda m, row=row: f"loss of row {row}: grid vs alone. {m}",
+        )
 
 
 def test_order_by_ranking_padding_gets_no_gradient():

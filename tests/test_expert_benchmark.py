@@ -66,8 +66,8 @@ def test_response_set_and_rewards(task):
     responses = task.responses
     assert len(responses) == len(set(responses)) == 4**3
     assert responses[0] == " a a a" and responses[-1] == " d d d"
-    # r(y) = sum of letter rewards: a=1, b=0.5, c=0, d=-0.5.
-    assert task.reward(" a b d") == pytest.approx(1.0 + 0.5 - 0.5)
+    # r(y) = sum of letter rewards: a=1, b=0.5, c=0, d=-0.5. Sums of multiples of 0.5: exact in binary.
+    assert task.reward(" a b d") == 1.0 + 0.5 - 0.5
     rewards = task.rewards()
     assert rewards.max().item() == 3.0 and rewards.min().item() == -1.5
 
@@ -76,9 +76,9 @@ def test_target_is_softmax_of_reward_over_alpha(task):
     rewards = task.rewards()
     for alpha in (0.5, 1.0, 2.0):
         target = task.target(alpha)
-        assert target.sum().item() == pytest.approx(1.0, abs=1e-12)
-        # log-odds between any two responses are their reward difference divided by alpha.
-        assert math.log(target[0] / target[-1]) == pytest.approx((rewards[0] - rewards[-1]).item() / alpha)
+        assert target.sum().item() == pytest.approx(1.0, abs=1e-12)  # float64 softmax over 64: ~64 ulps at most
+        # log-odds between any two responses are their reward difference divided by alpha (float64: ~1e-15).
+        assert math.log(target[0] / target[-1]) == pytest.approx((rewards[0] - rewards[-1]).item() / alpha, rel=1e-12)
     with pytest.raises(ValueError, match="alpha > 0, got 0"):
         task.target(0.0)
     with pytest.raises(ValueError, match="one value per letter"):
@@ -128,7 +128,8 @@ def test_enumeration_matches_token_by_token_scoring(reference_model, tokenizer, 
                 logits = reference_model(input_ids=torch.tensor([context])).logits[0, -1].double()
             total += logits.log_softmax(-1)[token].item()
             context.append(token)
-        assert log_probs[index].item() == pytest.approx(total, abs=1e-5)
+        # fp32 logits of a batched forward vs one forward per prefix: a few ulps of each of 4 token log-probs (~1).
+        assert log_probs[index].item() == pytest.approx(total, abs=1e-5), f"log-prob of response {index}: enumeration"
 
 
 def test_reference_model_fits_its_distribution_and_stops(reference_model, tokenizer, task):
@@ -193,7 +194,7 @@ def test_short_run_trains_the_real_trainers_towards_their_fixed_points(short_run
     assert spo_kl["trainer_kl_global"] > 0 and spo["trainer_kl_global"] is None and dpo["trainer_kl_global"] is None
     runs = payload["runs"]
     assert [point["step"] for point in runs[0]["history"]] == [0, 16, 32, 48]
-    # Step 0 is the reference itself for every method.
+    # Step 0 is the reference itself for every method: the same computation on the same weights, in this process.
     assert runs[0]["history"][0]["entropy"] == pytest.approx(entropy(reference), abs=1e-9)
 
 
@@ -201,7 +202,8 @@ def test_short_run_files_come_from_one_run(short_run, task):
     output_dir, rows = short_run
     payload = json.loads((output_dir / "expert_distribution.json").read_text())
     reference = torch.tensor(payload["reference"], dtype=torch.float64)
-    # Every row is a function of the stored final distributions: recompute it.
+    # Every row is a function of the stored final distributions: recompute it. Exact: JSON round-trips floats, and
+    # the recomputation is the same float64 computation in the same process.
     assert [summarise(result, task, reference) for result in payload["runs"]] == payload["rows"] == rows
     table = (output_dir / "expert_distribution.md").read_text()
     assert table == payload["table"] and "test command" in table and "seed 0" in table
@@ -217,7 +219,7 @@ def test_run_is_reproducible_with_its_seed(tmp_path):
     second = run(config, tmp_path / "second", "x", log=lambda message: None)
     for row in first + second:
         row.pop("seconds")
-    assert first == second
+    assert first == second  # exact: the same seeded computation twice in one process
 
 
 def test_shipped_results_are_one_run():
@@ -227,11 +229,25 @@ def test_shipped_results_are_one_run():
     doc = (REPO_ROOT / "docs" / "results.md").read_text()
     assert f"{DOC_BEGIN}\n{payload['table']}{DOC_END}" in doc
     figure = (results_dir / "expert_distribution.png").read_bytes()
-    assert hashlib.sha256(figure).hexdigest() == payload["figure_sha256"]
-    assert payload["rows"] == [
-        summarise(r, ExpertTask(), torch.tensor(payload["reference"], dtype=torch.float64)) for r in payload["runs"]
-    ]
+    assert hashlib.sha256(figure).hexdigest() == payload["figure_sha256"], "the figure is not the JSON's run"
+    # The table shows the JSON's rows (exact: the same formatting of the same committed floats).
+    caption = payload["table"].split("\n\n")[0]
+    assert markdown_table(payload["rows"], caption) == payload["table"], "the table does not show the JSON's rows"
     assert [row["name"] for row in payload["rows"]] == [setting.name for setting in BenchmarkConfig().settings]
+    # And the rows are functions of the runs' stored final distributions. Recomputed here in float64: sums over the
+    # 64 responses and this machine's exp / log, a few ulps from the committing machine's (observed 2e-15 relative).
+    # Any other run (another seed, setting or step count, or fp32 training on another CPU) moves them by far more:
+    # the table's 3 digits differ.
+    task, reference = ExpertTask(), torch.tensor(payload["reference"], dtype=torch.float64)
+    for committed, result in zip(payload["rows"], payload["runs"], strict=True):
+        recomputed = summarise(result, task, reference)
+        assert recomputed.keys() == committed.keys()
+        for key, value in committed.items():
+            what = f"{committed['name']}: {key} recomputed from the stored final distribution vs the committed row"
+            if isinstance(value, float):
+                assert recomputed[key] == pytest.approx(value, rel=1e-12, abs=1e-14), what
+            else:
+                assert recomputed[key] == value, what
 
 
 def test_shipped_results_support_what_the_docs_say():

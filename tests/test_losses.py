@@ -39,7 +39,14 @@ from trl_spo.losses import (
 )
 
 
+# fp32 elementwise maths on a handful of values (no reduction long enough to depend on threads or SIMD width) against
+# float64 references of the same fp32 inputs: a few ulps (eps = 1.2e-7), so 1e-6 = 8 eps; observed <= 0.2 of it.
 FP32 = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def _explain(what: str):
+    """An `assert_close` message that says what was compared and keeps its details."""
+    return lambda details: f"{what}: {details}"
 
 
 def _sigmoid(x: float) -> float:
@@ -203,11 +210,11 @@ def test_global_kl_per_sample_hand_worked():
     # Eq. (13): sum over the completion's positions; padded positions (here NaN / inf) are ignored.
     torch.testing.assert_close(kl, torch.tensor([0.1 + 0.2, 0.5 + 0.6]), **FP32)
     kl.sum().backward()
-    torch.testing.assert_close(token_kl.grad, mask.float(), rtol=0, atol=0)
+    torch.testing.assert_close(token_kl.grad, mask.float(), rtol=0, atol=0)  # exact: a masked sum's gradient is 0 / 1
     bf16 = global_kl_per_sample(
         torch.tensor([[0.125, 0.25]], dtype=torch.bfloat16), torch.ones(1, 2, dtype=torch.bool)
     )
-    assert bf16.dtype == torch.float32 and bf16.item() == 0.375
+    assert bf16.dtype == torch.float32 and bf16.item() == 0.375  # exact in binary
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,7 +251,7 @@ def test_alpha_zero_gradient_is_appendix_a_limit():
     mu_rank = _random_weights(5, 3, seed=7)
     # App. A: sigma(alpha (b - a)) -> 1/2, so the alpha = 0 gradient is -+ mu/2.
     _, grad = _pairwise_value_and_grad(logps[:, :2], 0.0, mu)
-    torch.testing.assert_close(grad, torch.stack([-mu / 2, mu / 2], -1), rtol=0, atol=0)
+    torch.testing.assert_close(grad, torch.stack([-mu / 2, mu / 2], -1), rtol=0, atol=0)  # exact: halving is exact
     # Best-of-n: softmax(alpha logp) -> uniform, gradient mu * (1/n - e_{i*}).
     _, grad = _value_and_grad(spo_best_of_n_loss, logps, winner, 0.0, mu)
     expected = mu.unsqueeze(-1) * (0.25 - torch.nn.functional.one_hot(winner, 4))
@@ -256,19 +263,28 @@ def test_alpha_zero_gradient_is_appendix_a_limit():
         expected[:, k:] += mu_rank[:, k : k + 1] / (4 - k)
         expected[:, k] -= mu_rank[:, k]
     torch.testing.assert_close(grad, expected, **FP32)
-    # ...and it is the numerical limit: alpha = 1e-6 gives (almost) the same gradient for all three losses.
-    for small, zero in [
-        (_pairwise_value_and_grad(logps[:, :2], 1e-6, mu), _pairwise_value_and_grad(logps[:, :2], 0.0, mu)),
+    # ...and it is the numerical limit: alpha = 1e-6 gives (almost) the same gradient for all three losses. "Almost" is
+    # the first-order term, ~mu * alpha * |logp gap| / 4 <= 1.8 * 1e-6 * 11.5 / 4 = 5e-6, not rounding.
+    for name, small, zero in [
         (
+            "pairwise",
+            _pairwise_value_and_grad(logps[:, :2], 1e-6, mu),
+            _pairwise_value_and_grad(logps[:, :2], 0.0, mu),
+        ),
+        (
+            "best_of_n",
             _value_and_grad(spo_best_of_n_loss, logps, winner, 1e-6, mu),
             _value_and_grad(spo_best_of_n_loss, logps, winner, 0.0, mu),
         ),
         (
+            "ranking",
             _value_and_grad(spo_ranking_loss, logps, 1e-6, mu_rank),
             _value_and_grad(spo_ranking_loss, logps, 0.0, mu_rank),
         ),
     ]:
-        torch.testing.assert_close(small[1], zero[1], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            small[1], zero[1], rtol=0, atol=1e-5, msg=_explain(f"{name} gradient: alpha 1e-6 vs 0")
+        )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0, 5.0])
@@ -278,6 +294,7 @@ def test_pairwise_swap_changes_loss_by_mu_times_gap(alpha):
     mu = _random_weights(6, seed=9)
     a, b = logps[:, 0], logps[:, 1]
     gap = spo_pairwise_loss(a, b, alpha, mu) - spo_pairwise_loss(b, a, alpha, mu)
+    # A difference of two fp32 losses of up to ~25 (mu / alpha * softplus): a few ulps of 25 (2e-6) each.
     torch.testing.assert_close(gap, mu * (b - a), rtol=1e-5, atol=1e-5)
 
 
@@ -288,16 +305,19 @@ def test_pairwise_swap_changes_loss_by_mu_times_gap(alpha):
 ALPHAS = [0.0, 0.01, 0.5, 1.0, 2.0]
 
 
-def _check_against_reference(value, grad, ref_values, ref_grads, dtype):
+def _check_against_reference(value, grad, ref_values, ref_grads, dtype, what: str):
     ref_values = torch.tensor(ref_values, dtype=torch.float64)
     ref_grads = torch.tensor(ref_grads, dtype=torch.float64)
     assert value.dtype == torch.float32, "losses are computed and returned in float32"
     assert grad.dtype == dtype, "the gradient flows back in the input's dtype"
     # Values: the inputs are upcast before any arithmetic, so even bf16 inputs give fp32-accurate values of the
     # (rounded) inputs; a loss computed in bf16 would miss this by ~1e-2.
-    torch.testing.assert_close(value.double(), ref_values, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(
+        value.double(), ref_values, rtol=2e-6, atol=1e-6, msg=_explain(f"loss vs reference, {what}")
+    )
+    # A bf16 gradient is rounded to 8 significant bits: up to 2^-9 = 2e-3 relative.
     tol = FP32 if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-4}
-    torch.testing.assert_close(grad.double(), ref_grads, **tol)
+    torch.testing.assert_close(grad.double(), ref_grads, **tol, msg=_explain(f"gradient vs reference, {what}"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -309,7 +329,7 @@ def test_pairwise_matches_reference(dtype, batch):
     for alpha in ALPHAS:
         value, grad = _pairwise_value_and_grad(logps, alpha, mu)
         refs = [ref_pairwise(a, b, alpha, m) for (a, b), m in zip(rows, mu.double().tolist())]
-        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype)
+        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -323,7 +343,7 @@ def test_best_of_n_matches_reference(dtype, shape):
     for alpha in ALPHAS:
         value, grad = _value_and_grad(spo_best_of_n_loss, logps, winner, alpha, mu)
         refs = [ref_best_of_n(row, w, alpha, m) for row, w, m in zip(rows, winner.tolist(), mu.double().tolist())]
-        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype)
+        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -336,7 +356,7 @@ def test_ranking_matches_reference(dtype, shape):
     for alpha in ALPHAS:
         value, grad = _value_and_grad(spo_ranking_loss, logps, alpha, mu)
         refs = [ref_ranking(row, alpha, m) for row, m in zip(rows, mu.double().tolist())]
-        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype)
+        _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
 def test_float64_inputs_stay_float64():
@@ -364,9 +384,10 @@ def test_n2_best_of_n_and_ranking_equal_pairwise(alpha):
     # Same pairs with the winner in the second slot.
     flipped_value, flipped_grad = _value_and_grad(spo_best_of_n_loss, logps.flip(-1), ones, alpha, mu)
     candidates.append((flipped_value, flipped_grad.flip(-1)))
-    for other_value, other_grad in candidates:
-        torch.testing.assert_close(other_value, value, **FP32)
-        torch.testing.assert_close(other_grad, grad, **FP32)
+    names = ["best_of_n", "ranking", "best_of_n with the winner second"]
+    for name, (other_value, other_grad) in zip(names, candidates, strict=True):
+        torch.testing.assert_close(other_value, value, **FP32, msg=_explain(f"{name} loss vs pairwise"))
+        torch.testing.assert_close(other_grad, grad, **FP32, msg=_explain(f"{name} gradient vs pairwise"))
         if alpha == 0:  # Eq. (9) exactly, not just within tolerance
             assert torch.equal(other_value, value)
 
@@ -410,8 +431,21 @@ def test_best_of_n_padding_matches_unpadded_rows(alpha):
         row_value, row_grad = _value_and_grad(
             spo_best_of_n_loss, alone, torch.tensor([winners_valid[row]]), alpha, mu[row : row + 1]
         )
-        torch.testing.assert_close(value[row : row + 1], row_value, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(grad[row][torch.tensor(row_mask)], row_grad[0], rtol=1e-6, atol=1e-7)
+        # The same fp32 ops on the same valid values, only the padding around them differs: an ulp or two.
+        torch.testing.assert_close(
+            value[row : row + 1],
+            row_value,
+            rtol=1e-6,
+            atol=1e-7,
+            msg=_explain(f"loss of row {row}: padded batch vs the row alone"),
+        )
+        torch.testing.assert_close(
+            grad[row][torch.tensor(row_mask)],
+            row_grad[0],
+            rtol=1e-6,
+            atol=1e-7,
+            msg=_explain(f"gradient of row {row}: padded batch vs the row alone"),
+        )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
@@ -436,8 +470,21 @@ def test_ranking_padding_matches_unpadded_rows(alpha):
         row_value, row_grad = _value_and_grad(
             spo_ranking_loss, logps[row : row + 1, :valid], alpha, mu[row : row + 1, : valid - 1]
         )
-        torch.testing.assert_close(value[row : row + 1], row_value, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(grad[row, :valid], row_grad[0], rtol=1e-6, atol=1e-7)
+        # The same fp32 ops on the same valid values, only the padding around them differs: an ulp or two.
+        torch.testing.assert_close(
+            value[row : row + 1],
+            row_value,
+            rtol=1e-6,
+            atol=1e-7,
+            msg=_explain(f"loss of row {row}: padded batch vs the row alone"),
+        )
+        torch.testing.assert_close(
+            grad[row, :valid],
+            row_grad[0],
+            rtol=1e-6,
+            atol=1e-7,
+            msg=_explain(f"gradient of row {row}: padded batch vs the row alone"),
+        )
 
 
 def test_sample_weights_ignore_padded_responses():
@@ -484,6 +531,7 @@ def test_losses_do_not_backprop_through_weights():
         loss_fn(attached, make_mu(attached)).sum().backward()
         constant = logps.clone().requires_grad_(True)
         loss_fn(constant, make_mu(constant).detach()).sum().backward()
+        # Exact: the same arithmetic on the same values; only the graph differs.
         torch.testing.assert_close(attached.grad, constant.grad, rtol=0, atol=0)
         # ...and the gradient does differ from the one through mu, so this check can fail.
         through = logps.clone().requires_grad_(True)
@@ -547,15 +595,17 @@ def test_extreme_logps(dtype, alpha):
             [ref_ranking(r, alpha, m) for r, m in zip(rows, mu_rank.tolist())],
         ),
     ]
-    for (value, grad), refs in cases:
-        assert torch.isfinite(value).all() and torch.isfinite(grad).all()
+    for name, ((value, grad), refs) in zip(["pairwise", "best_of_n", "ranking"], cases, strict=True):
+        assert torch.isfinite(value).all() and torch.isfinite(grad).all(), name
         ref_values = torch.tensor([r[0] for r in refs], dtype=torch.float64)
         ref_grads = torch.tensor([r[1] for r in refs], dtype=torch.float64)
         # Differences to the winner are exact even at -5000, so values are accurate to fp32 *relative* precision
         # (at alpha = 1 a logsumexp of raw log-probs would be off by ~5e-4 here).
-        torch.testing.assert_close(value.double(), ref_values, rtol=1e-6, atol=1e-6)
-        tol = FP32 if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-6}
-        torch.testing.assert_close(grad.double(), ref_grads, **tol)
+        torch.testing.assert_close(
+            value.double(), ref_values, rtol=1e-6, atol=1e-6, msg=_explain(f"{name} loss vs reference")
+        )
+        tol = FP32 if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-6}  # bf16 gradient: 8 significant bits
+        torch.testing.assert_close(grad.double(), ref_grads, **tol, msg=_explain(f"{name} gradient vs reference"))
     # The sample weights stay finite: s = exp(gamma * logsumexp) underflows gracefully, never overflows.
     mu_values = spo_sample_weights(logps, 0.01)
     assert torch.isfinite(mu_values).all() and ((mu_values > 0) & (mu_values < 2)).all()
@@ -567,6 +617,7 @@ def test_confident_rows_keep_relative_precision():
     # For n = 2 the three losses must agree with the softplus of Eq. (8) to relative precision.
     logps = torch.tensor([[-1.0, -30.0], [-2.0, -20.5]])
     expected = torch.tensor([math.log1p(math.exp(-29.0)), math.log1p(math.exp(-18.5))])
+    # Relative precision, atol = 0: a few fp32 ops of <= 1 ulp each, ~1e-6; log(1 + tiny) would be off by 100%.
     for value in (
         spo_pairwise_loss(logps[:, 0], logps[:, 1], 1.0),
         spo_best_of_n_loss(logps, torch.zeros(2, dtype=torch.long), 1.0),
@@ -616,6 +667,8 @@ def _minimise(objective, num_responses: int, fixed: bool) -> torch.Tensor:
 
 
 def _assert_softmax_fixed_point(probs: torch.Tensor, rewards: torch.Tensor, alpha: float) -> None:
+    # Convergence, not rounding (float64): the minimisers land within 1e-5 of the target; a wrong fixed point, e.g.
+    # Softmax(r) instead of Softmax(r / alpha), is off by > 0.05.
     target = torch.softmax(rewards / alpha, -1)
     assert (probs - target).abs().max() < 1e-3, (
         f"found {probs.tolist()}, expected Softmax(r/alpha) = {target.tolist()}"
@@ -807,7 +860,7 @@ def test_dpo_softmax_loss_matches_the_s_dpo_formula():
     inner = sum(math.exp(beta * (h[j] - h[winner])) for j in range(3) if j != winner)
     expected = -math.log(1 / (1 + math.exp(math.log(inner))))
     loss = dpo_softmax_loss(policy, reference, torch.tensor([winner]), beta)
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)  # a few fp32 ops on 3 values vs float64: a few ulps
     loss.sum().backward()
     assert policy.grad[0, winner] < 0 and (policy.grad[0, [0, 2]] > 0).all()
 
@@ -821,6 +874,7 @@ def test_dpo_plackett_luce_loss_matches_the_dpo_appendix_formula():
     h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist())]
     # DPO paper App. A.3: -log prod_k exp(beta h_k) / sum_{j >= k} exp(beta h_j)
     expected = -sum(beta * h[k] - math.log(sum(math.exp(beta * h[j]) for j in range(k, 4))) for k in range(4))
+    # A few fp32 ops on 4 values vs float64: a few ulps.
     assert dpo_plackett_luce_loss(policy, reference, beta).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="beta"):
         dpo_plackett_luce_loss(policy, reference, 0.0)
@@ -833,4 +887,4 @@ def test_kendall_tau_hand_cases():
     mask = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
     # same order; reversed; 2 concordant and 1 discordant pair of 3 -> (2 - 1) / 3; a row with 2 valid responses
     expected = torch.tensor([1.0, -1.0, 1 / 3, 1.0])
-    torch.testing.assert_close(kendall_tau(scores, mask), expected)
+    torch.testing.assert_close(kendall_tau(scores, mask), expected)  # counts divided by 3: within an ulp

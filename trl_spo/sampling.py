@@ -258,6 +258,8 @@ class OnlineKLSamplingCallback(TrainerCallback):
         set_metric (`Callable[[str, float], None]`):
             Where to write `time/generation_share` (it replaces the previous value: the share is a ratio of sums over
             the logging window, which averaging per-step ratios would understate).
+        clock (`Callable[[], float]`, *optional*, defaults to `time.perf_counter`):
+            Seconds, for the share; tests pass a controlled clock.
     """
 
     def __init__(
@@ -267,12 +269,14 @@ class OnlineKLSamplingCallback(TrainerCallback):
         restore: Callable[[], None],
         generation_interval: int,
         set_metric: Callable[[str, float], None],
+        clock: Callable[[], float] = time.perf_counter,
     ):
         self.refresh = refresh
         self.needs_refresh = needs_refresh
         self.restore = restore
         self.generation_interval = generation_interval
         self.set_metric = set_metric
+        self.clock = clock
         self.num_refreshes = 0
         self._step_start = None
         self._generation_seconds = 0.0  # since the last log
@@ -282,15 +286,15 @@ class OnlineKLSamplingCallback(TrainerCallback):
         self.restore()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
+        self._step_start = self.clock()
         if state.global_step % self.generation_interval == 0 or self.needs_refresh():
             self.refresh(state.global_step)
             self.num_refreshes += 1
-            self._generation_seconds += time.perf_counter() - self._step_start
+            self._generation_seconds += self.clock() - self._step_start
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step_start is not None:
-            self._step_seconds += time.perf_counter() - self._step_start
+            self._step_seconds += self.clock() - self._step_start
             self.set_metric("time/generation_share", self._generation_seconds / max(self._step_seconds, 1e-12))
 
     def on_log(self, args, state, control, **kwargs):

@@ -13,11 +13,15 @@
 # limitations under the License.
 
 """
-A short SPO run for `accelerate launch` tests: `python train_spo_multiprocess.py OUTPUT_DIR [FIELD=JSON_VALUE ...]`,
-the optional pairs overriding `SPOConfig` fields (e.g. `ds3_gather_for_generation=false`).
+A short SPO run for `accelerate launch` tests:
+`python train_spo_multiprocess.py OUTPUT_DIR [--save_parameters] [FIELD=JSON_VALUE ...]`, the optional pairs
+overriding `SPOConfig` fields (e.g. `ds3_gather_for_generation=false`).
 
 Each rank writes `OUTPUT_DIR/rank{N}.json`: its final parameters' checksum, the optimizer steps at which it computed
-the global KL, and its generation count, so the test can check every rank did the same work.
+the global KL, its generation count, and the per-step sequence log-probs of the whole (gathered) batch on pairwise data,
+so the test can check every rank did the same work. With `--save_parameters`, each rank also writes
+`OUTPUT_DIR/rank{N}.pt`: `{"initial": {name: tensor}, "final": {name: tensor}}`, the full fp32 parameters before and
+after training.
 """
 
 import contextlib
@@ -43,10 +47,23 @@ sys.path.insert(0, str(REPO_ROOT))  # `accelerate launch` runs this file as a sc
 from tests.helpers import make_args  # noqa: E402
 
 
-def main(output_dir: str, overrides: dict) -> None:
+def named_parameters(trainer: SPOTrainer) -> dict[str, torch.Tensor]:
+    """Full copies of the parameters, also under ZeRO-3 (which keeps only a shard of each parameter on each rank)."""
+    model = trainer.accelerator.unwrap_model(trainer.model) if trainer.accelerator is not None else trainer.model
+    gathered = contextlib.nullcontext()
+    if trainer.is_deepspeed_enabled:
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(model.parameters()))
+    with gathered:
+        return {name: param.detach().float().clone().cpu() for name, param in model.named_parameters()}
+
+
+def main(output_dir: str, overrides: dict, save_parameters: bool) -> None:
     dataset = load_dataset(str(ASSETS / "data"), split="train").select(range(64))
-    args = make_args(output_dir, max_steps=4, learning_rate=1e-3, **overrides)
+    args = make_args(output_dir, **{"max_steps": 4, "learning_rate": 1e-3, **overrides})
     trainer = SPOTrainer(model=str(ASSETS / "model"), args=args, train_dataset=dataset)
+    initial = named_parameters(trainer) if save_parameters else None
 
     kl_steps = []
     per_sample_kl = trl_spo.trainer.global_kl_per_sample
@@ -56,14 +73,17 @@ def main(output_dir: str, overrides: dict) -> None:
         return per_sample_kl(*a, **kw)
 
     trl_spo.trainer.global_kl_per_sample = counting_kl
-    trainer.train()
-    gathered = contextlib.nullcontext()
-    if trainer.is_deepspeed_enabled:  # ZeRO-3 keeps only a shard of each parameter on each rank
-        import deepspeed
+    pair_logps = []  # per step: the (chosen, rejected) log-probs of every row of the global batch, as logged
+    log_pairwise = trainer._log_pairwise
 
-        gathered = deepspeed.zero.GatheredParameters(list(trainer.model.parameters()))
-    with gathered:
-        parameters = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    def recording_log_pairwise(metrics, logps):
+        pair_logps.append(logps.tolist())
+        return log_pairwise(metrics, logps)
+
+    trainer._log_pairwise = recording_log_pairwise
+    trainer.train()
+    final = named_parameters(trainer)
+    parameters = torch.cat([param.flatten() for param in final.values()])
     report = {
         "parameters": parameters.double().sum().item(),
         "parameters_abs": parameters.double().abs().sum().item(),
@@ -72,11 +92,20 @@ def main(output_dir: str, overrides: dict) -> None:
         "num_processes": trainer.accelerator.num_processes,
         "num_parameters": parameters.numel(),
         "distributed_type": str(trainer.accelerator.distributed_type),
+        "num_threads": torch.get_num_threads(),
+        "pair_logps": pair_logps,
         "log_history": trainer.state.log_history,
     }
     rank = trainer.accelerator.process_index
     Path(output_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    if save_parameters:
+        torch.save({"initial": initial, "final": final}, Path(output_dir, f"rank{rank}.pt"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], {key: json.loads(value) for key, value in (arg.split("=", 1) for arg in sys.argv[2:])})
+    flags = {arg for arg in sys.argv[2:] if arg.startswith("--")}
+    if flags - {"--save_parameters"}:
+        raise SystemExit(f"unknown flags {sorted(flags - {'--save_parameters'})}; the only flag is --save_parameters")
+    pairs = [arg for arg in sys.argv[2:] if not arg.startswith("--")]
+    overrides = {key: json.loads(value) for key, value in (arg.split("=", 1) for arg in pairs)}
+    main(sys.argv[1], overrides, save_parameters="--save_parameters" in flags)
