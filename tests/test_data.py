@@ -31,6 +31,7 @@ from trl_spo.data import (
     DataCollatorForNaryPreference,
     best_of_n_to_pairwise,
     detect_preference_format,
+    identical_completion_rows,
     order_by_ranking,
     prepare_nary_dataset,
     ranking_to_best_of_n,
@@ -38,6 +39,7 @@ from trl_spo.data import (
     scatter_sequence_logps,
     tokenize_nary_example,
     validate_nary_example,
+    warn_identical_completions,
 )
 from trl_spo.losses import spo_best_of_n_loss, spo_ranking_loss
 
@@ -593,3 +595,46 @@ def test_ranking_to_pairwise_on_iterable_dataset():
     ranked = ranked_dataset("standard")
     expected = ranking_to_pairwise(ranked).to_list()
     assert list(ranking_to_pairwise(ranked.to_iterable_dataset())) == expected
+
+
+def test_identical_completion_rows_per_format():
+    pairs = Dataset.from_list(
+        [
+            {"prompt": "p", "chosen": " a.", "rejected": " b."},
+            {"prompt": "p", "chosen": " a.", "rejected": " a."},  # no preference
+            {"prompt": "p", "chosen": " a.", "rejected": " a. "},  # differs: not flagged
+        ]
+    )
+    assert identical_completion_rows(pairs, "pairwise") == [1]
+    best_of_n = Dataset.from_list(
+        [
+            {"prompt": "p", "completions": [" a.", " b.", " b."], "best_index": 0},  # duplicate losers: harmless
+            {"prompt": "p", "completions": [" a.", " b.", " a."], "best_index": 0},  # the winner also loses
+            {"prompt": "p", "completions": [" a.", " b."], "best_index": 1},
+        ]
+    )
+    assert identical_completion_rows(best_of_n, "best_of_n") == [1]
+    message = [{"role": "assistant", "content": "a."}]
+    rankings = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": "p"}], "completions": [message, message], "ranking": [0, 1]},
+            {
+                "prompt": [{"role": "user", "content": "p"}],
+                "completions": [message, [{"role": "assistant", "content": "b."}]],
+                "ranking": [1, 0],
+            },
+        ]
+    )
+    assert identical_completion_rows(rankings, "ranking") == [0]
+
+
+def test_identical_completions_warn_once_with_count_and_rows():
+    rows = [{"prompt": "p", "completions": [" a.", " a.", " c."], "ranking": [0, 1, 2]}] * 12
+    rows += [{"prompt": "p", "completions": [" a.", " b."], "ranking": [1, 0]}]
+    with pytest.warns(UserWarning) as warned:
+        warn_identical_completions(Dataset.from_list(rows), "ranking", "train")
+    assert [str(w.message) for w in warned] == [
+        "12 of 13 rows of the train dataset rank the same completion twice: the ranking asks a text to be both above "
+        "and below itself, and the loss pushes it both ways (rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...). Deduplicate "
+        "each row's completions before ranking them."
+    ]

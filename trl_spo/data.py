@@ -57,6 +57,7 @@ per-sequence log-probs back into a (B, n_max) grid and `order_by_ranking` sorts 
 import itertools
 import json
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -278,6 +279,87 @@ def validate_nary_example(
     if problem is not None:
         where = f"Row {index}" if dataset_name is None else f"Row {index} of the {dataset_name} dataset"
         raise ValueError(f"{where} ({preference_format} format) {problem}")
+
+
+# What an identical copy of a completion does to each format's label, and what to do about it.
+_IDENTICAL_COMPLETIONS = {
+    "pairwise": (
+        "have identical 'chosen' and 'rejected' completions: such a pair states no preference and trains with zero "
+        "gradient",
+        "Drop them, e.g. `dataset.filter(lambda row: row['chosen'] != row['rejected'])`",
+    ),
+    "best_of_n": (
+        "list their best completion again among the others: the same text is then both the winner and a loser",
+        "Deduplicate each row's completions before labelling the best one",
+    ),
+    "ranking": (
+        "rank the same completion twice: the ranking asks a text to be both above and below itself, and the loss "
+        "pushes it both ways",
+        "Deduplicate each row's completions before ranking them",
+    ),
+}
+
+
+def _has_identical_completions(example: Mapping, preference_format: str) -> bool:
+    if preference_format == "pairwise":
+        return example["chosen"] == example["rejected"]
+    completions = example["completions"]
+    if not isinstance(completions, list):
+        return False  # malformed; validation names the row
+    if preference_format == "best_of_n":
+        best = example["best_index"]
+        return _is_int(best) and 0 <= best < len(completions) and completions.count(completions[best]) > 1
+    return any(completion in completions[:j] for j, completion in enumerate(completions))
+
+
+def identical_completion_rows(dataset: Dataset, preference_format: str) -> list[int]:
+    """
+    Indices of the rows whose label compares a completion with an identical copy of itself.
+
+    Such rows are legal but uninformative or contradictory: a pair with `chosen == rejected` has zero gradient; a
+    best-of-n row whose best completion also appears among the others makes the same text win and lose; a ranking
+    that lists a completion twice asks it to be both above and below itself. Completions are compared exactly
+    (strings, or lists of messages).
+
+    Args:
+        dataset ([`~datasets.Dataset`]): raw rows in `preference_format` (before tokenisation).
+        preference_format (`str`): `"pairwise"`, `"best_of_n"` or `"ranking"`.
+
+    Returns:
+        `list[int]`: row indices, ascending.
+    """
+    columns = (
+        ["chosen", "rejected"]
+        if preference_format == "pairwise"
+        else ["completions", LABEL_COLUMNS[preference_format]]
+    )
+    rows, offset = [], 0
+    for batch in dataset.select_columns(columns).iter(batch_size=1000):
+        size = len(batch[columns[0]])
+        for i in range(size):
+            if _has_identical_completions({name: batch[name][i] for name in columns}, preference_format):
+                rows.append(offset + i)
+        offset += size
+    return rows
+
+
+def warn_identical_completions(dataset: Dataset | IterableDataset, preference_format: str, dataset_name: str) -> None:
+    """
+    Warn once, with the count and the first row indices, if any row of `dataset` compares identical completions.
+
+    Map-style datasets are scanned in full; an `IterableDataset` is not (reading it would consume the stream).
+    """
+    if not isinstance(dataset, Dataset):
+        return
+    rows = identical_completion_rows(dataset, preference_format)
+    if rows:
+        problem, remedy = _IDENTICAL_COMPLETIONS[preference_format]
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        warnings.warn(
+            f"{len(rows)} of {len(dataset)} rows of the {dataset_name} dataset {problem} (rows {shown}). {remedy}.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig, TrainerCallback
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TrainerCallback
 
 from ._trl_compat import flush_left, pad, unwrap_model_for_generation
 
@@ -155,13 +155,14 @@ def sample_completions(
     step: int,
     gather_deepspeed3_params: bool = True,
     gradient_checkpointing_kwargs: dict | None = None,
+    logits_guard: LogitsProcessor | None = None,
 ) -> KLSamples:
     """
     Sample one completion per prompt from the current policy.
 
     Generation runs under `unwrap_model_for_generation` (which gathers ZeRO-3 weights and turns gradient checkpointing
     off). The completion ends at its first EOS, which it keeps: Eq. 13 sums the KL over every position that produced a
-    token of `y`, the last one included.
+    token of `y`, the last one included. `logits_guard` (e.g. `NonFiniteLogitsGuard`) sees every step's logits.
     """
     device = accelerator.device
     prompt_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
@@ -175,7 +176,10 @@ def sample_completions(
         torch.no_grad(),
     ):
         sequences = unwrapped_model.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            generation_config=generation_config,
+            logits_processor=LogitsProcessorList([logits_guard] if logits_guard is not None else []),
         )
     completion_ids = sequences[:, prompt_ids.size(1) :]
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)

@@ -48,7 +48,9 @@ from .data import (
     order_by_ranking,
     prepare_nary_dataset,
     scatter_sequence_logps,
+    warn_identical_completions,
 )
+from .divergence import NonFiniteLogitsGuard, check_finite_terms, divergence_hints
 from .kl import TokenKL, backbone_hidden_states, token_kl
 from .losses import (
     dpo_plackett_luce_loss,
@@ -378,6 +380,7 @@ class SPOTrainer(DPOTrainer):
                 step=step,
                 gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+                logits_guard=NonFiniteLogitsGuard(step + 1, divergence_hints(self.model, self.args.learning_rate)),
             )
         self._set_kl_samples(samples)
         lengths = self.accelerator.gather(samples.completion_lengths.float())
@@ -437,6 +440,8 @@ class SPOTrainer(DPOTrainer):
         # One pass through the wrapper for both terms: DDP registers a single backward, ZeRO-3 keeps the weights the
         # KL's LM-head projection reads gathered.
         terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
+        if mode == "train":
+            self._check_finite(terms)
         self._log_terms(mode, inputs, terms)
         if return_outputs:
             warnings.warn(
@@ -449,6 +454,19 @@ class SPOTrainer(DPOTrainer):
                 model_kwargs = {k: v for k, v in inputs.items() if k != "completion_mask"}
                 return terms.loss, model(**model_kwargs)
         return terms.loss
+
+    def _check_finite(self, terms: SPOTerms) -> None:
+        # A non-finite loss means the weights or activations already diverged: stop with the step and the quantity
+        # rather than train on (DPOTrainer does) or fail later inside a metric or the sampler.
+        logps = terms.response_logps[terms.response_mask]
+        num_bad = int((~torch.isfinite(logps)).sum())
+        details = f" ({num_bad} of {logps.numel()} sequence log-probs of the batch are non-finite)" if num_bad else ""
+        check_finite_terms(
+            self.state.global_step + 1,
+            {"preference loss": terms.preference_loss, "global KL term": terms.kl_term},
+            details,
+            divergence_hints(self.model, self.args.learning_rate),
+        )
 
     def _sequence_logps(self, model, inputs) -> tuple[torch.Tensor, object]:
         """Sequence log-probs `(N,)` of every completion in the batch, from one forward with the fused LM head."""
@@ -591,7 +609,7 @@ class SPOTrainer(DPOTrainer):
             self._log_nary(metrics, terms)
         if terms.weights is not None:
             weights = self.accelerator.pad_across_processes(terms.weights, dim=terms.weights.dim() - 1)
-            valid = gather(weights > 0)  # padded rank terms have weight 0
+            valid = gather(weights != 0)  # padded rank terms have weight 0; NaN stays in, as DPO logs NaN
             weights = gather(weights)[valid]
             metrics["mu/mean"].append(weights.mean().item())
             metrics["mu/min"].append(weights.min().item())
