@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_spo import SPOConfig
+from trl_spo import SPOConfig, cli
 from trl_spo.cli import split_arguments
-from trl_spo.scripts.spo import make_parser, summarize
+from trl_spo.config import DPO_ONLY_FIELDS
+from trl_spo.scripts.spo import loss_scale_note, make_parser, summarize
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,12 @@ def test_readme_main_command_runs_offline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SPO run summary" in result.stdout
     assert "| kl/global |" in result.stdout
+    # The loss scale is explained where the user first sees it: before training and under the summary.
+    assert result.stdout.count("starts near log(2) / alpha = 0.6931") == 2
+    assert "| loss/preference_normalized |" in result.stdout
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "# Model Card for run" in card and "None" not in card
+    assert "the local model `recipes/tiny/model`" in card and "huggingface.co/recipes" not in card
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert "Soft Preference Optimization" in (tmp_path / "run" / "README.md").read_text()
 
@@ -114,3 +121,130 @@ def test_accelerate_configs_load_and_are_multi_node_ready(path):
         offload = "cpu" if "offload" in path.stem else "none"
         assert config.deepspeed_config["offload_optimizer_device"] == offload
         assert config.deepspeed_config["offload_param_device"] == offload
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# First contact: mistakes cost one clear line, before anything is launched
+
+
+def _trl_spo(*args: str, capsys, **env: str) -> tuple[int, str, str]:
+    """Runs `trl-spo ARGS` in this process (as the console script does) and returns (status, stdout, stderr)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO_ROOT)
+        for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **env}.items():
+            patch.setenv(name, value)
+        try:
+            status = cli.main(list(args))
+        except SystemExit as exit:  # argparse's --help
+            status = exit.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _error_lines(stderr: str) -> list[str]:
+    # Library warnings (deprecations, DeepSpeed's accelerator probe) may precede the error; only our line counts.
+    return [line for line in stderr.splitlines() if line.startswith("trl-spo: error:")]
+
+
+def test_misspelt_recipe_key_is_one_line_naming_the_closest_field(tmp_path, capsys):
+    recipe = (REPO_ROOT / "recipes" / "tiny" / "spo.yaml").read_text().replace("\nalpha: 1.0", "\nalpah: 1")
+    (tmp_path / "typo.yaml").write_text(recipe)
+    status, _, stderr = _trl_spo("--config", str(tmp_path / "typo.yaml"), capsys=capsys)
+    assert status == 2
+    assert _error_lines(stderr) == [
+        f"trl-spo: error: {tmp_path / 'typo.yaml'}: unknown key 'alpah' (did you mean 'alpha'?): it is neither a "
+        "training field (`trl-spo --help` lists them) nor an `accelerate launch` option."
+    ]
+    assert "usage:" not in stderr
+
+
+def test_misspelt_flag_and_missing_recipe_are_one_line(capsys):
+    status, _, stderr = _trl_spo("--config", "recipes/tiny/spo.yaml", "--bta", "0.1", capsys=capsys)
+    assert status == 2
+    assert _error_lines(stderr)[0].startswith("trl-spo: error: unknown option 'bta' (did you mean 'beta'?)")
+    status, _, stderr = _trl_spo("--config", "recipes/tiny/nope.yaml", capsys=capsys)
+    assert status == 2
+    assert _error_lines(stderr) == ["trl-spo: error: --config recipes/tiny/nope.yaml: no such file."]
+
+
+def test_accelerate_options_in_a_recipe_still_go_to_accelerate(tmp_path):
+    recipe = (REPO_ROOT / "recipes" / "tiny" / "spo.yaml").read_text() + "num_processes: 1\n"
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO_ROOT)  # the recipe's model path is relative to the repository
+        launch, training = split_arguments(["--config", str(tmp_path / "recipe.yaml")])
+    assert launch == ["--num_processes", "1"] and training == ["--config", str(tmp_path / "recipe.yaml")]
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("recipes/tiny/modle", "model_name_or_path 'recipes/tiny/modle' does not exist (resolved to {root}"),
+        ("./my-model", "model_name_or_path './my-model' does not exist"),
+        ("recipes/tiny/data", "model_name_or_path 'recipes/tiny/data' is a directory without config.json"),
+        ("Qwen/Qwen2-0.5B", "model_name_or_path 'Qwen/Qwen2-0.5B' is not a local directory, and HF_HUB_OFFLINE=1"),
+    ],
+    ids=["typo", "relative", "not-a-model", "hub-id-offline"],
+)
+def test_a_model_that_cannot_be_loaded_is_one_line_before_launch(model, expected, tmp_path, capsys):
+    # An empty hub cache: the user's own cache may hold that hub model.
+    status, _, stderr = _trl_spo(
+        *("--config", "recipes/tiny/spo.yaml", "--model_name_or_path", model),
+        capsys=capsys,
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+    )
+    assert status == 2
+    (line,) = _error_lines(stderr)
+    assert line.startswith("trl-spo: error: " + expected.format(root=REPO_ROOT))
+
+
+def test_a_failing_training_process_is_not_buried_under_the_launcher_traceback(capsys, monkeypatch):
+    # The training process prints its own traceback; accelerate's launcher then raises CalledProcessError, which
+    # trl-spo turns into one line and the process's exit status.
+    import accelerate.commands.launch
+
+    def failing_launch(args):
+        raise subprocess.CalledProcessError(returncode=3, cmd=["python", "spo.py"])
+
+    monkeypatch.setattr(accelerate.commands.launch, "launch_command", failing_launch)
+    status, _, stderr = _trl_spo("--config", "recipes/tiny/spo.yaml", capsys=capsys)
+    assert status == 3
+    assert _error_lines(stderr) == ["trl-spo: error: training failed (exit status 3); its error is above."]
+
+
+def test_no_arguments_prints_usage(capsys):
+    status, _, stderr = _trl_spo(capsys=capsys)
+    assert status == 2
+    assert stderr.startswith("usage: trl-spo --config RECIPE.yaml") and "bf16" not in stderr
+
+
+def test_help_says_how_to_run_and_lists_spo_fields_first(capsys):
+    status, help_text, _ = _trl_spo("--help", capsys=capsys)
+    assert status == 0
+    head = help_text[: help_text.index("--output_dir")]
+    for mentioned in ("--config", "--accelerate_config", "trl-spo eval", "trl-spo bench", "accelerate launch"):
+        assert mentioned in head, mentioned
+    # SPO's own fields come before the ~150 inherited ones.
+    spo_group, training_group = help_text.index("SPO (SPOConfig's own fields"), help_text.index("training (DPOConfig")
+    for name in ("--beta", "--alpha", "--gamma", "--generation_interval", "--kl_batch_size"):
+        assert spo_group < help_text.index(f"  {name} ") < training_group, name
+    # Every DPO field SPOConfig refuses is in the last group, marked.
+    refused_at = help_text.index("DPO options that SPOConfig refuses")
+    for name in ("loss_type", "precompute_ref_log_probs", "f_divergence_type", "sync_ref_model", "use_weighting"):
+        assert help_text.index(f"  --{name} ") > refused_at, name
+    assert help_text[refused_at:].count("[refused by SPOConfig:") == len(DPO_ONLY_FIELDS)
+
+
+def test_bench_help_lists_the_benchmarks(capsys):
+    status, stdout, _ = _trl_spo("bench", "--help", capsys=capsys)
+    assert status == 0 and "expert" in stdout and "Softmax(r / alpha)" in stdout
+    status, _, stderr = _trl_spo("bench", capsys=capsys)
+    assert status == 2 and "expected a benchmark name, got nothing" in stderr
+
+
+def test_summary_explains_the_loss_scale():
+    note = loss_scale_note(SPOConfig(output_dir="x", alpha=0.01, use_cpu=True))
+    assert "log(2) / alpha = 69.31" in note and "loss/preference_normalized" in note
+    summary = summarize([{"loss": 69.3, "loss/preference_normalized": 0.693, "step": 1}], note)
+    assert "| loss/preference_normalized | 0.693 | 0.693 |" in summary and summary.endswith(note)
+    assert loss_scale_note(SPOConfig(output_dir="x", alpha=0.0, use_cpu=True)) is None

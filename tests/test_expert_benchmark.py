@@ -18,13 +18,16 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from trl_spo.benchmarks.expert_distribution import (
     BenchmarkConfig,
+    ProgressPrinter,
     Setting,
+    markdown_table,
     run,
     summarise,
     update_doc,
@@ -267,10 +270,27 @@ def test_shipped_results_support_what_the_docs_say():
     assert all(abs(row["trainer_kl_global"] - row["kl_to_reference"]) < 0.01 for row in sweep[1:])
 
 
-def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input():
+def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input(capsys):
     from trl_spo.cli import main
 
     with pytest.raises(ValueError, match="--max_steps must be >= 1, got 0"):
         main(["bench", "expert", "--max_steps", "0"])
-    with pytest.raises(SystemExit, match="expected a benchmark name, got 'nope'"):
-        main(["bench", "nope"])
+    assert main(["bench", "nope"]) == 2
+    assert "expected a benchmark name, got 'nope'" in capsys.readouterr().err
+
+
+def test_progress_names_the_setting_the_step_and_the_time_left():
+    lines = []
+    now = [0.0]
+    progress = ProgressPrinter(1, 3, "SPO α=1 β=0", 16, 8.0, log=lines.append, clock=lambda: now[0])
+    state = SimpleNamespace(max_steps=16, global_step=0)
+    progress.on_train_begin(None, state, None)
+    for step in range(1, 17):
+        now[0] += 0.5  # this setting: 0.5 s a step; the one before: 8 s for 16 steps, the same
+        state.global_step = step
+        progress.on_step_end(None, state, None)
+    assert lines[0] == "[2/3] SPO α=1 β=0: training 16 steps"
+    assert len(lines) == 1 + 8  # every eighth of the setting
+    # Step 4 of 16: 0.5 s a step overall, 12 steps left here and 16 in the last setting. Exact: binary fractions.
+    assert lines[2] == ("[2/3] SPO α=1 β=0: step 4/16 (25%), 2 s; about 6 s left in this setting, 0.2 min in all")
+    assert lines[-1].startswith("[2/3] SPO α=1 β=0: step 16/16 (100%), 8 s; about 0 s left")

@@ -14,6 +14,7 @@
 
 """SPOTrainer on tiny local models: the KL term, the generation schedule, DPO compatibility, datasets, errors."""
 
+import math
 import os
 import textwrap
 
@@ -580,6 +581,69 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_without_loss(
 
     uninterrupted = run(tmp_path / "full")
     resumed = run(tmp_path / "killed", resume=True)  # the last checkpoint: checkpoint-4
+    # Bitwise, as in the test above: the killed process ran the same fp32 computation with the same thread count.
     for step in (5, 6):
-        assert resumed[step][0] == pytest.approx(uninterrupted[step][0], abs=1e-6), step
-        assert resumed[step][1] == pytest.approx(uninterrupted[step][1], abs=1e-6), step
+        assert resumed[step][0] == uninterrupted[step][0], f"loss at step {step}: resumed killed run vs uninterrupted"
+        assert resumed[step][1] == uninterrupted[step][1], (
+            f"kl/global at step {step}: resumed killed run vs uninterrupted"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# First contact: what a DPO user hits first
+
+
+def test_tokenizer_without_eos_token_is_a_clear_error(tmp_path, tiny_model_path, standard_preference_dataset):
+    # DPOTrainer used to fail 11 frames deep with "endswith first arg must be str or a tuple of str, not NoneType".
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.eos_token = None
+    with pytest.raises(
+        ValueError,
+        match=r"needs a tokenizer with an EOS token to end the completions it samples for "
+        r"the global KL, but `Qwen2Tokenizer.eos_token` is None\. Set the token",
+    ):
+        SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path),
+            train_dataset=standard_preference_dataset,
+            processing_class=tokenizer,
+        )
+    # Without the KL, standard (plain-text) data still needs it: DPO's tokenisation appends it to every completion.
+    with pytest.raises(ValueError, match=r"EOS token to end every completion of the standard \(plain-text\) train"):
+        SPOTrainer(
+            model=tiny_model_path,
+            args=make_args(tmp_path, beta=0.0),
+            train_dataset=standard_preference_dataset,
+            processing_class=tokenizer,
+        )
+
+
+def test_identical_chosen_and_rejected_are_counted_in_one_warning(tmp_path, tiny_model_path, preference_rows):
+    rows = [dict(row) for row in preference_rows]
+    for index in (2, 5):
+        rows[index]["rejected"] = rows[index]["chosen"]
+    with pytest.warns(UserWarning) as warned:
+        SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=Dataset.from_list(rows))
+    messages = [str(w.message) for w in warned if "identical" in str(w.message)]
+    assert messages == [
+        f"2 of {len(rows)} rows of the train dataset have identical 'chosen' and 'rejected' completions: such a pair "
+        "states no preference and trains with zero gradient (rows 2, 5). Drop them, e.g. "
+        "`dataset.filter(lambda row: row['chosen'] != row['rejected'])`."
+    ]
+
+
+def test_normalized_preference_loss_is_alpha_times_the_loss(tmp_path, tiny_model_path, standard_preference_dataset):
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, alpha=0.01, beta=0.0, gamma=0.0, max_steps=2),
+        train_dataset=standard_preference_dataset,
+    )
+    trainer.train()
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    for entry in history:
+        # Same float scaled in Python: exact up to the rounding of one float64 product.
+        assert entry["loss/preference_normalized"] == pytest.approx(0.01 * entry["loss/preference"], rel=1e-12)
+    # At step 1 the pairs are near 50/50 for a random model, so the normalized loss is near DPO's log(2), while the
+    # loss itself is near log(2) / alpha: a random-init policy's log-prob gaps are a few nats, i.e. alpha * gap << 1.
+    assert history[0]["loss/preference_normalized"] == pytest.approx(math.log(2), abs=0.05)
+    assert history[0]["loss"] == pytest.approx(math.log(2) / 0.01, rel=0.05)

@@ -37,7 +37,15 @@ from trl.generation.vllm_generation import VLLMGeneration
 from trl.import_utils import is_vllm_available
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, unwrap_model_for_generation
-from trl.trainer.utils import flush_left, global_then_local_main_first, pad, use_adapter
+from trl.trainer.utils import (
+    flush_left,
+    get_comet_experiment_url,
+    get_config_model_id,
+    get_trackio_space_url,
+    global_then_local_main_first,
+    pad,
+    use_adapter,
+)
 
 
 TESTED_TRL_MINOR = "1.16"
@@ -55,6 +63,9 @@ __all__ = [
     "is_vllm_available",
     "disable_gradient_checkpointing",
     "flush_left",
+    "get_comet_experiment_url",
+    "get_config_model_id",
+    "get_trackio_space_url",
     "forward_through_wrapper",
     "global_then_local_main_first",
     "logit_transform",

@@ -17,58 +17,180 @@
 
 - `trl-spo [--accelerate_config NAME_OR_PATH] [accelerate flags] [training flags] [--config recipe.yaml]` parses the
   arguments like `trl dpo`, then runs `accelerate launch ... trl_spo/scripts/spo.py <training flags>`. Flags that the
-  training parser does not know (`--num_processes`, `--config_file`, ...) go to `accelerate launch`.
+  training parser does not know (`--num_processes`, `--config_file`, ...) go to `accelerate launch`. Before anything
+  is launched, the recipe's keys, the flags and a local model path are checked, so a typo costs one line, not an
+  `accelerate launch` usage dump.
 - `trl-spo eval ...`: win rate and useful entropy of a trained model (`trl_spo.evaluation.cli`).
-- `trl-spo bench expert ...`: the expert-distribution benchmark (`trl_spo.benchmarks.expert_distribution`).
+- `trl-spo bench NAME ...`: the benchmarks (`trl_spo.benchmarks`).
 """
 
+import difflib
+import os
+import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
+
+
+USAGE = """\
+usage: trl-spo --config RECIPE.yaml [--accelerate_config NAME_OR_PATH] [--FIELD VALUE ...] [accelerate options]
+       trl-spo eval [--config EVAL.yaml] [--FIELD VALUE ...]
+       trl-spo bench {benchmarks} [options]
+
+Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one with DPO:
+
+  trl-spo --config recipes/tiny/spo.yaml                    a YAML recipe: every key is a field listed by --help
+  trl-spo --config recipe.yaml --alpha 0.5 --beta 0.01      flags override the recipe
+  trl-spo --config recipe.yaml --accelerate_config zero3    launch through accelerate (TRL's configs or a path)
+
+Options the training parser does not know (--num_processes, --config_file, ...) go to `accelerate launch`.
+`trl-spo eval --help`: win rates and useful entropy of a trained model. `trl-spo bench --help`: the benchmarks.
+`trl-spo --help`: every training field, SPO's own first."""
+
+BENCHMARKS = {
+    "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
+}
+
+
+class CommandLineError(ValueError):
+    """A `trl-spo` command line or recipe that cannot be launched; the message is one line for the user."""
+
+
+def _long_options(parser) -> set[str]:
+    # argparse keeps every option string here; there is no public accessor.
+    return {option[2:] for option in parser._option_string_actions if option.startswith("--")}
+
+
+def _accelerate_options() -> set[str]:
+    from accelerate.commands.launch import launch_command_parser
+
+    return _long_options(launch_command_parser()) | {"accelerate_config"}
+
+
+def _check_unknown(remaining: list[str], where: str, training_options: set[str], accelerate_options: set[str]) -> None:
+    """Every unknown `--flag` must be an `accelerate launch` option: anything else is a typo."""
+    for item in remaining:
+        if not item.startswith("--"):
+            continue  # a value
+        name = item[2:].split("=", 1)[0]
+        if name in accelerate_options:
+            continue
+        close = difflib.get_close_matches(name, sorted(training_options | accelerate_options), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CommandLineError(
+            f"{where} '{name}'{hint}: it is neither a training field (`trl-spo --help` lists them) nor an "
+            "`accelerate launch` option."
+        )
+
+
+def _is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_model_path(name_or_path: str | None) -> None:
+    """
+    Fail early, in one line, on a model that cannot be loaded: a local path that does not exist (or holds no model),
+    or, offline, a hub id that is not in the local cache.
+    """
+    if not name_or_path:
+        raise CommandLineError("no model: set `model_name_or_path` in the recipe or pass --model_name_or_path.")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+            raise CommandLineError(
+                f"model_name_or_path '{name_or_path}' is a directory without config.json: not a saved model."
+            )
+        return
+    if path.exists():
+        raise CommandLineError(f"model_name_or_path '{name_or_path}' is a file; expected a model directory or hub id.")
+    # A hub id is `name` or `owner/name`; anything else can only have meant a local path.
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if looks_local:
+        raise CommandLineError(f"model_name_or_path '{name_or_path}' does not exist (resolved to {path.resolve()}).")
+    if _is_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+            raise CommandLineError(
+                f"model_name_or_path '{name_or_path}' is not a local directory, and HF_HUB_OFFLINE=1 forbids "
+                "downloading it from the hub (it is not in the local cache either)."
+            )
 
 
 def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
-    """`(accelerate launch arguments, training script arguments)` from a `trl-spo` command line."""
+    """
+    `(accelerate launch arguments, training script arguments)` from a `trl-spo` command line.
+
+    Raises:
+        `CommandLineError`: a missing recipe file, a recipe key or flag that nothing accepts (with the closest valid
+            name), or a model that cannot be found.
+    """
     from ._trl_compat import resolve_accelerate_config_argument, subtract_subsequence
     from .scripts.spo import make_parser
 
+    config_path = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if config_path is not None and not Path(config_path).is_file():
+        raise CommandLineError(f"--config {config_path}: no such file.")
     parser = make_parser(prog="trl-spo")
-    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
+    _, _, model_args, _, config_remaining, cli_remaining = parser.parse_args_and_config(
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
-    launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    training_options, accelerate_options = _long_options(parser), _accelerate_options()
+    _check_unknown(config_remaining, f"{config_path}: unknown key", training_options, accelerate_options)
+    _check_unknown(cli_remaining, "unknown option", training_options, accelerate_options)
+    check_model_path(model_args.model_name_or_path)
+    try:
+        launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    except ValueError as error:
+        raise CommandLineError(str(error)) from None
     return launch_args, subtract_subsequence(argv, cli_remaining)
-
-
-BENCHMARKS = {"expert": "trl_spo.benchmarks.expert_distribution"}
 
 
 def run_benchmark(argv: list[str]) -> int:
     import importlib
 
+    listing = "\n".join(f"  {name:<10} {about}" for name, (_, about) in BENCHMARKS.items())
+    usage = f"usage: trl-spo bench {{{','.join(BENCHMARKS)}}} [options]\n\nbenchmarks:\n{listing}\n"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage + "\n`trl-spo bench NAME --help` lists a benchmark's options.")
+        return 0
     if not argv or argv[0] not in BENCHMARKS:
         found = repr(argv[0]) if argv else "nothing"
-        raise SystemExit(
-            f"usage: trl-spo bench {{{','.join(BENCHMARKS)}}} [options]; expected a benchmark name, got {found}"
-        )
-    module = importlib.import_module(BENCHMARKS[argv[0]])
+        print(f"{usage}\ntrl-spo bench: error: expected a benchmark name, got {found}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[argv[0]][0])
     return module.main(argv[1:], prog=f"trl-spo bench {argv[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(USAGE.format(benchmarks=",".join(BENCHMARKS)), file=sys.stderr)
+        return 2
     # Subcommands come first; anything else is a training command line, as with `trl dpo`.
-    if argv[:1] == ["eval"]:
+    if argv[0] == "eval":
         from .evaluation.cli import main as eval_main
 
         return eval_main(argv[1:])
-    if argv[:1] == ["bench"]:
+    if argv[0] == "bench":
         return run_benchmark(argv[1:])
 
     from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    launch_args, training_args = split_arguments(argv)
+    try:
+        launch_args, training_args = split_arguments(argv)
+    except CommandLineError as error:
+        print(f"trl-spo: error: {error}", file=sys.stderr)
+        return 2
     script = resources.files("trl_spo.scripts").joinpath("spo.py")
-    launch_command(launch_command_parser().parse_args(launch_args + [str(script)] + training_args))
+    try:
+        launch_command(launch_command_parser().parse_args(launch_args + [str(script)] + training_args))
+    except (subprocess.CalledProcessError, ChildFailedError) as error:
+        # The training processes printed their own tracebacks; the launcher's traceback would only bury them.
+        status = error.returncode if isinstance(error, subprocess.CalledProcessError) else 1
+        print(f"trl-spo: error: training failed (exit status {status}); its error is above.", file=sys.stderr)
+        return status or 1
     return 0
 
 

@@ -28,9 +28,10 @@ from transformers import (
     PreTrainedTokenizerBase,
     ProcessorMixin,
     TrainerCallback,
+    is_wandb_available,
 )
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
-from trl import DPOTrainer
+from trl import DPOTrainer, is_conversational
 
 from . import _trl_compat
 from ._trl_compat import (
@@ -63,6 +64,7 @@ from .losses import (
     spo_sample_scores,
     spo_sample_weights,
 )
+from .model_card import spo_model_card
 from .sampling import (
     KLSamples,
     OnlineKLSamplingCallback,
@@ -72,6 +74,9 @@ from .sampling import (
     sample_completions_with_vllm,
 )
 
+
+if is_wandb_available():
+    import wandb
 
 SPO_STATE_FILE = "spo_state_rank{rank}.pt"
 
@@ -254,6 +259,7 @@ class SPOTrainer(DPOTrainer):
         if not args.uses_global_kl:
             self.kl_sampling_callback = self.vllm_generation = None
             return
+        self._check_eos_token("to end the completions it samples for the global KL")
 
         eos_token_ids = {self._tokenizer.eos_token_id}
         model_eos = self.model.generation_config.eos_token_id
@@ -288,6 +294,13 @@ class SPOTrainer(DPOTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         preference_format = _dataset_format(dataset)
+        first_example = next(iter(dataset))
+        if args.uses_global_kl:
+            self._check_eos_token("to end the completions it samples for the global KL")
+        elif not is_conversational(first_example) and "prompt_ids" not in first_example:
+            self._check_eos_token(f"to end every completion of the standard (plain-text) {dataset_name} dataset")
+        if "prompt_ids" not in first_example:
+            warn_identical_completions(dataset, preference_format, dataset_name)
         if preference_format != self.preference_format:
             raise ValueError(
                 f"The {dataset_name} dataset is in the {preference_format} format but the train dataset is "
@@ -304,11 +317,20 @@ class SPOTrainer(DPOTrainer):
                     dataset_name=dataset_name,
                     truncation_mode=args.truncation_mode,
                 )
-        first_example = next(iter(dataset))
         if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(first_example):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         dataset = dataset.map(check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name})
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _check_eos_token(self, needed_for: str) -> None:
+        # DPOTrainer would fail deep inside its tokenisation (`endswith(None)`), and generation would never stop.
+        if self._tokenizer.eos_token is None:
+            raise ValueError(
+                f"SPOTrainer needs a tokenizer with an EOS token {needed_for}, but "
+                f"`{type(self._tokenizer).__name__}.eos_token` is None. Set the token that ends your model's answers "
+                'and pass the tokenizer as `processing_class`, e.g. `tokenizer.eos_token = "<|im_end|>"` for a '
+                'ChatML model or `"</s>"` for Llama-2 (it must be in the vocabulary).'
+            )
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -591,7 +613,11 @@ class SPOTrainer(DPOTrainer):
             total, count = gather((values * mask).sum().float()).sum(), gather(mask.sum().float()).sum()
             return (total / count).item() if count > 0 else 0.0
 
-        metrics["loss/preference"].append(gather(terms.preference_loss).mean().item())
+        preference_loss = gather(terms.preference_loss).mean().item()
+        metrics["loss/preference"].append(preference_loss)
+        if self.args.nary_loss_type == "spo" and self.alpha > 0:
+            # Eq. 8 is DPO's log-loss divided by alpha (log(2) / alpha at a 50/50 pair); this is it on DPO's scale.
+            metrics["loss/preference_normalized"].append(self.alpha * preference_loss)
         metrics["entropy"].append(token_mean(outputs.entropy[:, -seq_len:].detach(), shift_mask))
         is_top1 = outputs.is_top1[:, -seq_len:].float()
         if mode == "train":
@@ -649,6 +675,38 @@ class SPOTrainer(DPOTrainer):
             is_best = torch.zeros_like(mask).index_put_((rows, winner), torch.tensor(True, device=mask.device))
             metrics["logps/best"].append(logps[is_best].mean().item())
             metrics["logps/others"].append(logps[mask & ~is_best].mean().item())
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ):
+        """
+        Write `README.md` to `output_dir`: TRL's card, naming a local base model or dataset as a path instead of a
+        hub link, with SPO's settings and the paper. `model_name` defaults to the output directory's name.
+        """
+        if not self.is_world_process_zero():
+            return
+        tags = {tags} if isinstance(tags, str) else set(tags or ())
+        tags.update(self._tag_names)
+        if "JOB_ID" in os.environ:
+            tags.add("hf_jobs")
+        output_dir = self.args.output_dir
+        settings = ("alpha", "beta", "gamma", "regularizer", "generation_interval", "learning_rate")
+        card = spo_model_card(
+            base_model=_trl_compat.get_config_model_id(self.model.config),
+            model_name=model_name or os.path.basename(os.path.normpath(output_dir)),
+            model_id=self.hub_model_id or output_dir,
+            dataset_name=dataset_name,
+            tags=sorted(tags),
+            spo_settings={name: getattr(self.args, name) for name in settings}
+            | {"kl_batch_size": self.kl_batch_size, "preference format": self.preference_format},
+            paper=self._paper,
+            tracking_urls={
+                "Weights & Biases": wandb.run.url if is_wandb_available() and wandb.run is not None else None,
+                "Trackio": _trl_compat.get_trackio_space_url(),
+                "Comet": _trl_compat.get_comet_experiment_url(),
+            },
+        )
+        card.save(os.path.join(output_dir, "README.md"))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Checkpoints: the KL samples and the prompt pool are training state too

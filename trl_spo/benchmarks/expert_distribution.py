@@ -151,6 +151,46 @@ class DistributionTracker(TrainerCallback):
             self.record(model, state.global_step)
 
 
+class ProgressPrinter(TrainerCallback):
+    """
+    One line at the start of a setting and every eighth of its steps: which setting, which step, time spent, and an
+    estimate of what is left, for the setting and for the whole benchmark (from the mean time per step so far).
+
+    Args:
+        index (`int`): 0-based position of the setting.
+        num_settings (`int`): settings in the benchmark.
+        name (`str`): the setting's name.
+        steps_before (`int`): optimizer steps of the settings already done.
+        seconds_before (`float`): their training time.
+        log (`Callable[[str], None]`): where lines go.
+        clock (`Callable[[], float]`): seconds.
+    """
+
+    def __init__(self, index, num_settings, name, steps_before, seconds_before, log=print, clock=time.perf_counter):
+        self.index, self.num_settings, self.name = index, num_settings, name
+        self.steps_before, self.seconds_before = steps_before, seconds_before
+        self.log, self.clock = log, clock
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self.clock()
+        self.log(f"[{self.index + 1}/{self.num_settings}] {self.name}: training {state.max_steps} steps")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        every = max(1, state.max_steps // 8)
+        if state.global_step % every and state.global_step != state.max_steps:
+            return
+        elapsed = self.clock() - self.start
+        per_step = (self.seconds_before + elapsed) / (self.steps_before + state.global_step)
+        left_here = state.max_steps - state.global_step
+        left_all = left_here + (self.num_settings - self.index - 1) * state.max_steps
+        self.log(
+            f"[{self.index + 1}/{self.num_settings}] {self.name}: step {state.global_step}/{state.max_steps} "
+            f"({100 * state.global_step / state.max_steps:.0f}%), {elapsed:.0f} s; about {per_step * left_here:.0f} s "
+            f"left in this setting, {per_step * left_all / 60:.1f} min in all"
+        )
+
+
 def training_arguments(setting: Setting, config: BenchmarkConfig, output_dir: str):
     from trl import DPOConfig
 
@@ -187,7 +227,15 @@ def training_arguments(setting: Setting, config: BenchmarkConfig, output_dir: st
     )
 
 
-def train_one(setting: Setting, config: BenchmarkConfig, task, tokenizer, reference_dir: str, dataset) -> dict:
+def train_one(
+    setting: Setting,
+    config: BenchmarkConfig,
+    task,
+    tokenizer,
+    reference_dir: str,
+    dataset,
+    progress: ProgressPrinter | None = None,
+) -> dict:
     from trl import DPOTrainer
 
     from trl_spo import SPOTrainer
@@ -199,7 +247,11 @@ def train_one(setting: Setting, config: BenchmarkConfig, task, tokenizer, refere
         trainer_class = SPOTrainer if setting.method == "spo" else DPOTrainer
         # `model` as a path: the trainer loads the policy and, for DPO and the global KL, the reference from it.
         trainer = trainer_class(
-            model=reference_dir, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[tracker]
+            model=reference_dir,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[tracker] if progress is None else [tracker, progress],
         )
         start = time.perf_counter()
         trainer.train()
@@ -332,8 +384,12 @@ def run(config: BenchmarkConfig, output_dir: Path, command: str, doc: Path | Non
     with tempfile.TemporaryDirectory() as reference_dir:
         reference_model.save_pretrained(reference_dir)
         tokenizer.save_pretrained(reference_dir)
-        for setting in config.settings:
-            results.append(train_one(setting, config, task, tokenizer, reference_dir, dataset))
+        for index, setting in enumerate(config.settings):
+            seconds_before = sum(result["seconds"] for result in results)
+            progress = ProgressPrinter(
+                index, len(config.settings), setting.name, index * config.max_steps, seconds_before, log=log
+            )
+            results.append(train_one(setting, config, task, tokenizer, reference_dir, dataset, progress))
             row = summarise(results[-1], task, reference)
             log(
                 f"{row['name']}: TV to target {_fmt(row['tv_to_target'])}, entropy {_fmt(row['entropy'])} "

@@ -47,12 +47,15 @@ accelerate launch --config_file zero3.yaml -m trl_spo.scripts.spo --config my_re
 """
 
 import argparse
+import math
+from dataclasses import fields
 
 
 # Metrics summarised at the end of a run, first logged value -> last logged value
 SUMMARY_METRICS = (
     "loss",
     "loss/preference",
+    "loss/preference_normalized",
     "kl/global",
     "rewards/accuracies",
     "logps/chosen",
@@ -96,8 +99,11 @@ def main(script_args, training_args, model_args, dataset_args):
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    note = loss_scale_note(training_args)
+    if note:
+        trainer.accelerator.print(note)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.accelerator.print(summarize(trainer.state.log_history))
+    trainer.accelerator.print(summarize(trainer.state.log_history, note))
 
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
@@ -108,8 +114,22 @@ def main(script_args, training_args, model_args, dataset_args):
     return trainer
 
 
-def summarize(log_history: list[dict]) -> str:
-    """A table of what the run measured: each metric's first and last logged value, for training and evaluation."""
+def loss_scale_note(args) -> str | None:
+    """Why `loss` reads ~100x DPO's at alpha = 0.01, for the start and the end of a run; `None` if it does not."""
+    if args.nary_loss_type != "spo" or args.alpha == 0:
+        return None
+    return (
+        f"Note: SPO's preference loss is DPO's log-loss divided by alpha (Eq. 8), so with alpha = {args.alpha:g} it "
+        f"starts near log(2) / alpha = {math.log(2) / args.alpha:.4g} on pairs where DPO's starts at log(2) = 0.693. "
+        "loss/preference_normalized = alpha * loss/preference is on DPO's scale."
+    )
+
+
+def summarize(log_history: list[dict], note: str | None = None) -> str:
+    """
+    A table of what the run measured: each metric's first and last logged value, for training and evaluation,
+    followed by `note` (e.g. `loss_scale_note`).
+    """
     rows = []
     for name in (*SUMMARY_METRICS, *(f"eval_{name}" for name in SUMMARY_METRICS)):
         values = [entry[name] for entry in log_history if name in entry]
@@ -117,18 +137,71 @@ def summarize(log_history: list[dict]) -> str:
             rows.append(f"| {name} | {values[0]:.4g} | {values[-1]:.4g} |")
     runtime = next((e["train_runtime"] for e in reversed(log_history) if "train_runtime" in e), None)
     header = "SPO run summary" + (f" ({runtime:.0f} s of training)" if runtime is not None else "")
-    return "\n".join([header, "| metric | first | last |", "| --- | --- | --- |", *rows])
+    return "\n".join([header, "| metric | first | last |", "| --- | --- | --- |", *rows, *([note] if note else [])])
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    """
+    `TrlParser` over `ScriptArguments`, `SPOConfig`, `ModelConfig` and `DatasetMixtureConfig`, like `trl dpo`'s.
+
+    Its help starts with how to run the command and lists SPOConfig's own fields first; the DPO fields that SPOConfig
+    refuses come last, marked as such.
+    """
     from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
     from trl_spo import SPOConfig
+    from trl_spo.cli import BENCHMARKS, USAGE
 
     dataclass_types = (ScriptArguments, SPOConfig, ModelConfig, DatasetMixtureConfig)
     if subparsers is not None:
         return subparsers.add_parser("spo", help="Run the SPO training script", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog)
+    usage, _, description = USAGE.format(benchmarks=",".join(BENCHMARKS)).partition("\n\n")
+    parser = TrlParser(
+        dataclass_types,
+        prog=prog,
+        usage=usage.removeprefix("usage: "),
+        description=description,
+        formatter_class=_HelpFormatter,
+    )
+    _group_help(parser, dataclass_types)
+    return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help (as HfArgumentParser shows them), and the description's examples kept as written."""
+
+
+def _group_help(parser: argparse.ArgumentParser, dataclass_types: tuple) -> None:
+    # HfArgumentParser puts every field in one group, TrainingArguments' ~150 first; regroup them so that a DPO user
+    # reads what SPO adds first and sees which DPO fields SPOConfig refuses.
+    from trl_spo.config import DPO_ONLY_FIELDS, SPO_FIELDS
+
+    script, training, model, mixture = ({f.name for f in fields(cls)} for cls in dataclass_types)
+    spo = {"beta", *SPO_FIELDS}  # beta is DPOConfig's field with SPO's meaning
+    groups = [
+        (parser.add_argument_group("SPO (SPOConfig's own fields; beta is the weight of the global KL)"), spo),
+        (parser.add_argument_group("training (DPOConfig and transformers.TrainingArguments)"), training),
+        (parser.add_argument_group("model (trl.ModelConfig)"), model),
+        (parser.add_argument_group("dataset (trl.ScriptArguments)"), script),
+        (parser.add_argument_group("dataset mixture (trl.DatasetMixtureConfig)"), mixture),
+        (parser.add_argument_group("DPO options that SPOConfig refuses (any value but the default is an error)"), ()),
+    ]
+    refused_group = groups[-1][0]
+    for action in list(parser._actions):  # argparse has no public API to move an argument between groups
+        if action.dest in DPO_ONLY_FIELDS:
+            target = refused_group
+            action.help = f"[refused by SPOConfig: {DPO_ONLY_FIELDS[action.dest][1]}] {action.help or ''}"
+        else:
+            target = next((group for group, names in groups if action.dest in names), None)
+        if target is None:
+            continue
+        for group in parser._action_groups:
+            if action in group._group_actions:
+                group._group_actions.remove(action)
+        target._group_actions.append(action)
+    # The new groups were appended after argparse's own; show them first, keeping `-h` where it is.
+    new_groups = [group for group, _ in groups]
+    parser._action_groups = [g for g in parser._action_groups if g not in new_groups] + new_groups
 
 
 if __name__ == "__main__":
