@@ -67,7 +67,7 @@ def test_non_finite_loss_names_the_step_and_the_quantity(tmp_path, tiny_model_pa
     )
     with pytest.raises(
         TrainingDivergedError,
-        match=r"diverged at step 2: the preference loss is nan, the global KL term is nan \(8 of 8 sequence "
+        match=r"diverged at step 2: the preference loss is nan, the KL term is nan \(8 of 8 sequence "
         r"log-probs of the batch are non-finite\)\. Likely causes: a learning rate too high .*learning_rate=0\.01",
     ):
         trainer.train()

@@ -19,7 +19,7 @@ from typing import Any
 from trl import DPOConfig
 
 
-REGULARIZERS = ("global_kl", "none")
+REGULARIZERS = ("global_kl", "dataset_kl", "none")
 VLLM_MODES = ("colocate", "server")
 NARY_LOSS_TYPES = ("spo", "s_dpo", "pl_dpo")
 
@@ -74,7 +74,10 @@ class SPOConfig(DPOConfig):
             paper uses `0.01` without tuning. Must be `>= 0`.
         regularizer (`str`, *optional*, defaults to `"global_kl"`):
             Regulariser added to the preference loss. `"global_kl"`: the paper's token-wise KL on online samples
-            (Eq. 13). `"none"`: the preference loss alone (no reference model, no generation).
+            (Eq. 13). `"dataset_kl"`: the paper's ablation "in-dataset (tokenwise)" (Table 6), the same token-wise KL
+            measured on the dataset's own completions instead of on samples from the policy; no generation, but a
+            reference forward on every batch, as DPO has. `"none"`: the preference loss alone (no reference model,
+            no generation).
 
         > Parameters for best-of-n and ranked data (section 5 of the paper)
 
@@ -179,8 +182,8 @@ class SPOConfig(DPOConfig):
     regularizer: str = field(
         default="global_kl",
         metadata={
-            "help": "Regulariser added to the preference loss: 'global_kl' (token-wise KL on online samples, Eq. 13) "
-            "or 'none'.",
+            "help": "Regulariser added to the preference loss: 'global_kl' (token-wise KL on online samples, Eq. 13), "
+            "'dataset_kl' (the same KL on the dataset's own completions: the paper's Table 6 ablation) or 'none'.",
             "choices": list(REGULARIZERS),
         },
     )
@@ -311,9 +314,14 @@ class SPOConfig(DPOConfig):
         return self.regularizer == "global_kl" and self.beta > 0 and self.nary_loss_type == "spo"
 
     @property
+    def uses_dataset_kl(self) -> bool:
+        """Whether the KL is measured on the dataset's completions (the Table 6 ablation)."""
+        return self.regularizer == "dataset_kl" and self.beta > 0 and self.nary_loss_type == "spo"
+
+    @property
     def needs_reference(self) -> bool:
-        """Whether the trainer reads the reference model: for the global KL, or for a DPO-family baseline."""
-        return self.uses_global_kl or self.nary_loss_type != "spo"
+        """Whether the trainer reads the reference model: for a KL term, or for a DPO-family baseline."""
+        return self.uses_global_kl or self.uses_dataset_kl or self.nary_loss_type != "spo"
 
     def _reject_dpo_only_fields(self):
         for name, (expected, why) in DPO_ONLY_FIELDS.items():

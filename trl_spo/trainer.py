@@ -411,10 +411,10 @@ class SPOTrainer(DPOTrainer):
         self._metrics["train"]["samples/clipped_ratio"].append(clipped.mean().item())
 
     def _set_kl_samples(self, samples: KLSamples) -> None:
-        samples.reference_hidden = self._reference_hidden_states(samples)
+        samples.reference_hidden = self._reference_hidden_states(samples.input_ids, samples.attention_mask)
         self._kl_samples = samples
 
-    def _reference_hidden_states(self, samples: KLSamples) -> torch.Tensor:
+    def _reference_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # π_ref and the samples stay fixed until the next refresh, so the reference forward runs once per refresh.
         with torch.no_grad(), self.compute_loss_context_manager():
             if self.ref_model is None:  # PEFT: the reference is the policy with its adapter disabled
@@ -428,8 +428,8 @@ class SPOTrainer(DPOTrainer):
                         unwrapped,
                         backbone_hidden_states,
                         unwrapped,
-                        samples.input_ids,
-                        samples.attention_mask,
+                        input_ids,
+                        attention_mask,
                     )
             unwrapped_ref = self.accelerator.unwrap_model(self.ref_model)
             return forward_through_wrapper(
@@ -437,8 +437,8 @@ class SPOTrainer(DPOTrainer):
                 unwrapped_ref,
                 backbone_hidden_states,
                 unwrapped_ref,
-                samples.input_ids,
-                samples.attention_mask,
+                input_ids,
+                attention_mask,
             )
 
     def _next_kl_shard(self) -> KLSamples | None:
@@ -485,7 +485,7 @@ class SPOTrainer(DPOTrainer):
         details = f" ({num_bad} of {logps.numel()} sequence log-probs of the batch are non-finite)" if num_bad else ""
         check_finite_terms(
             self.state.global_step + 1,
-            {"preference loss": terms.preference_loss, "global KL term": terms.kl_term},
+            {"preference loss": terms.preference_loss, "KL term": terms.kl_term},
             details,
             divergence_hints(self.model, self.args.learning_rate),
         )
@@ -575,6 +575,17 @@ class SPOTrainer(DPOTrainer):
 
         kl_term = preference_loss.new_zeros(())
         per_sample_kl = shard_token_kl = None
+        if self.args.uses_dataset_kl and self.model.training:
+            # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions.
+            policy_hidden = backbone_hidden_states(model, inputs["input_ids"], inputs["attention_mask"])
+            reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
+            reference_model = model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
+            shard_token_kl = token_kl(
+                policy_hidden, model, reference_hidden, reference_model, inputs["completion_mask"]
+            )
+            per_sample = global_kl_per_sample(shard_token_kl.kl, shard_token_kl.mask)
+            kl_term = per_sample.mean()
+            per_sample_kl = per_sample.detach()
         if kl_shard is not None:
             policy_hidden = backbone_hidden_states(model, kl_shard.input_ids, kl_shard.attention_mask)
             reference_model = model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
@@ -642,7 +653,9 @@ class SPOTrainer(DPOTrainer):
             metrics["mu/max"].append(weights.max().item())
         if self.aux_loss_enabled:
             metrics["aux_loss"].append(gather(outputs.aux_loss.detach()).mean().item())
-        if terms.per_sample_kl is not None:
+        if terms.per_sample_kl is not None and self.args.uses_dataset_kl:
+            metrics["kl/dataset"].append(gather(terms.per_sample_kl).mean().item())
+        elif terms.per_sample_kl is not None:
             metrics["kl/global"].append(gather(terms.per_sample_kl).mean().item())
             metrics["samples/entropy"].append(token_mean(terms.token_kl.entropy, terms.token_kl.mask))
 
