@@ -14,7 +14,8 @@
 
 """
 The evaluation metrics of the paper's section 7 as pure functions: win rate, length-controlled win rate and useful
-entropy.
+entropy; and the diversity and drift measures that go with them: distinct-n, distinct answers per prompt, a sampled
+estimate of KL(pi || pi_ref), truncation rate.
 
 Paper: "Soft Preference Optimization: Aligning Language Models to Expert Distributions", section 7 (Tables 1-3).
 
@@ -38,11 +39,18 @@ import torch
 
 __all__ = [
     "EntropySummary",
+    "KLEstimate",
     "LengthControlledWinRate",
     "WinRate",
     "comparison_score",
+    "distinct_n",
+    "kl_estimate",
     "length_controlled_win_rate",
+    "num_distinct_answers",
     "per_token_entropy",
+    "reward_comparison_scores",
+    "sequence_log_ratio",
+    "truncation_rate",
     "useful_entropy",
     "win_rate",
 ]
@@ -363,3 +371,172 @@ def _check_scores(scores: list[float]) -> None:
     bad = [s for s in scores if not (0.0 <= s <= 1.0)]
     if bad:
         raise ValueError(f"Comparison scores must lie in [0, 1] (None for a failed comparison), found {bad[:5]}.")
+
+
+def reward_comparison_scores(rewards: Sequence[float], reference_rewards: Sequence[float]) -> list[float]:
+    """
+    Comparison scores of a prompt's answers against its reference answers when the reward is known: the judge is the
+    reward, so no order swap is needed.
+
+    Formula:
+        s_i = (1/m) * sum_{j=1}^{m} ( 1[r_i > r'_j] + 0.5 * 1[r_i = r'_j] )
+
+    Where:
+        r_i: reward of the model's answer i; r'_j: reward of reference answer j of the same prompt (m of them).
+
+    One score per model answer, averaged over the references rather than one score per (answer, reference) pair:
+    pairs that share an answer are not independent, so [`win_rate`]'s standard error over the s_i is the honest one.
+
+    Args:
+        rewards (`Sequence[float]`): rewards of the model's answers to one prompt, shape (k,).
+        reference_rewards (`Sequence[float]`): rewards of the reference answers to that prompt, shape (m,), m >= 1.
+
+    Returns:
+        `list[float]`: s_i in [0, 1], length k; feed them (over all prompts) to [`win_rate`].
+    """
+    if not reference_rewards:
+        raise ValueError("`reference_rewards` must hold at least one reference answer's reward.")
+    m = len(reference_rewards)
+    return [sum(1.0 if r > ref else 0.5 if r == ref else 0.0 for ref in reference_rewards) / m for r in rewards]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Diversity of the samples of one prompt
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _normalize_answer(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """
+    Distinct-n of a prompt's samples: the share of their word n-grams that are distinct.
+
+    Paper: Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation Models"
+    (https://arxiv.org/abs/1510.03055).
+
+    Formula:
+        distinct-n = |{n-grams of all texts}| / sum_i (number of n-grams of text i)
+
+    Where:
+        words: the lower-cased, whitespace-separated tokens of a text (punctuation stays attached: "apple," and
+            "apple" differ); n-grams never span two texts.
+
+    Pass the k samples of one prompt, then average over prompts: pooled over prompts, the count would mostly measure
+    how different the prompts are.
+
+    Args:
+        texts (`Sequence[str]`): the samples, length k.
+        n (`int`): the n-gram order, >= 1.
+
+    Returns:
+        `float` or `None`: in (0, 1]; `None` when no text has n words (no n-gram: undefined, not 0).
+    """
+    if n < 1:
+        raise ValueError(f"`n` must be >= 1, found {n}.")
+    grams = []
+    for text in texts:
+        tokens = text.lower().split()
+        grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def num_distinct_answers(texts: Sequence[str]) -> int:
+    """
+    Number of different answers among a prompt's samples, after lower-casing and collapsing whitespace (so "Apple,
+    pear." and "apple,  pear.\n" are one answer).
+    """
+    return len({_normalize_answer(text) for text in texts})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Drift from the reference
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sequence_log_ratio(
+    policy_token_logps: torch.Tensor, reference_token_logps: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """
+    Per-sample log ratio `log pi(y | x) - log pi_ref(y | x)`, the single-sample estimate of KL(pi || pi_ref).
+
+    Formula:
+        k(x, y) = sum_{t=1}^{|y|} [ log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t) ]
+
+    Where:
+        y ~ pi(. | x): a completion sampled from the policy at temperature 1 (no top-k, top-p).
+        |y|: the `True` entries of `mask`. Include the EOS token that ended y: stopping is part of the sequence
+            distribution, and leaving it out estimates the KL of something else.
+
+    For y ~ pi(. | x), E[k(x, y)] = KL(pi(. | x) || pi_ref(. | x)) exactly (the definition of the KL as an
+    expectation), so the mean of k over samples is an unbiased estimate of the sequence-level KL. A single k can be
+    negative (a sample that pi_ref likes more than pi); only the expectation is >= 0. Completions sampled at another
+    temperature make it an estimate of nothing in particular.
+
+    Args:
+        policy_token_logps (`torch.Tensor`): log pi(y_t | x, y_<t), shape (B, L), right-padded.
+        reference_token_logps (`torch.Tensor`): log pi_ref(y_t | x, y_<t) of the same tokens, shape (B, L).
+        mask (`torch.Tensor`): shape (B, L), `True` (or 1) on the tokens of y. Masked-out values are ignored.
+
+    Returns:
+        `torch.Tensor`: k per sample in nats, shape (B,), float64 (summed in float64: a sum of many near-cancelling
+        terms loses precision in float32). An all-masked row gives 0.
+    """
+    if not (policy_token_logps.shape == reference_token_logps.shape == mask.shape) or mask.ndim != 2:
+        raise ValueError(
+            "`policy_token_logps`, `reference_token_logps` and `mask` must share one shape (B, L), found "
+            f"{tuple(policy_token_logps.shape)}, {tuple(reference_token_logps.shape)} and {tuple(mask.shape)}."
+        )
+    difference = policy_token_logps.double() - reference_token_logps.double()
+    # `where`, not multiplication: -inf - (-inf) at a padded position is NaN, and NaN * 0 is still NaN.
+    return torch.where(mask.bool(), difference, 0.0).sum(dim=1)
+
+
+@dataclass
+class KLEstimate:
+    """
+    A Monte-Carlo estimate of KL(pi || pi_ref) with its standard error.
+
+    Attributes:
+        kl (`float` or `None`): mean of the per-sample log ratios; `None` without samples.
+        stderr (`float` or `None`): their sample standard deviation (ddof = 1) / sqrt(n); `None` if n < 2.
+        num_samples (`int`): n.
+    """
+
+    kl: float | None
+    stderr: float | None
+    num_samples: int
+
+
+def kl_estimate(log_ratios: Sequence[float] | torch.Tensor) -> KLEstimate:
+    """
+    Mean and standard error of per-sample log ratios ([`sequence_log_ratio`]): the unbiased estimate of
+    E_x KL(pi(. | x) || pi_ref(. | x)) over the prompts the samples came from.
+
+    With few samples the estimate can come out negative even though the KL is not; report it with its standard error
+    rather than clipping it to 0, which would bias it upwards.
+
+    Args:
+        log_ratios (`Sequence[float]` or `torch.Tensor`): k(x, y) per sample, shape (n,).
+
+    Returns:
+        [`KLEstimate`].
+    """
+    values = [float(v) for v in (log_ratios.tolist() if isinstance(log_ratios, torch.Tensor) else log_ratios)]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("log ratios must be finite: a sample with pi_ref(y) = 0 has an infinite KL.")
+    n = len(values)
+    mean = math.fsum(values) / n if n else None
+    stderr = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n >= 2 else None
+    return KLEstimate(kl=mean, stderr=stderr, num_samples=n)
+
+
+def truncation_rate(truncated: Sequence[bool]) -> float | None:
+    """
+    Share of completions cut at the token limit (no EOS); `None` for no completions.
+
+    A high rate means the length limit, not the policy, decided where answers end: entropy and KL figures then
+    describe truncated sequences, and rewards that penalise unfinished answers are lower for reasons of the budget.
+    """
+    return sum(bool(t) for t in truncated) / len(truncated) if truncated else None
