@@ -32,6 +32,7 @@ from trl_spo.losses import (
     global_kl_per_sample,
     spo_batch_mean,
     spo_best_of_n_loss,
+    spo_pairwise_grid_loss,
     spo_pairwise_loss,
     spo_ranking_loss,
     spo_ranking_sample_weights,
@@ -754,7 +755,7 @@ def test_batch_mean_per_column_over_valid_entries_and_across_processes():
 
 def test_registry_has_one_signature_and_pairs_are_best_of_two():
     assert PREFERENCE_LOSSES == {
-        "pairwise": spo_best_of_n_loss,  # Eq. 14 at n = 2 is Eq. 8
+        "pairwise": spo_pairwise_grid_loss,
         "best_of_n": spo_best_of_n_loss,
         "ranking": spo_ranking_loss,
     }
@@ -771,10 +772,17 @@ def test_registry_has_one_signature_and_pairs_are_best_of_two():
         grid = logps[:, :2] if name == "pairwise" else logps
         value = fn(grid, winners, 0.5, weights[name], torch.ones_like(grid, dtype=torch.bool))
         assert value.shape == (2,), name
-    # Pairs through the registry are Eq. 8 (float64: the two forms agree to rounding, ~1e-16 relative).
+    # Pairs through the registry are Eq. 8 itself, bit for bit, with the winner in either column; and equal to
+    # Eq. 14 at n = 2 (float64: the two forms agree to rounding, ~1e-16 relative).
     pairwise = PREFERENCE_LOSSES["pairwise"](logps[:, :2], winners, 0.5, weights["pairwise"], None)
     eq8 = spo_pairwise_loss(logps[:, 0], logps[:, 1], 0.5, weights["pairwise"])
-    torch.testing.assert_close(pairwise, eq8, rtol=1e-14, atol=0)
+    assert torch.equal(pairwise, eq8)
+    swapped = PREFERENCE_LOSSES["pairwise"](logps[:, [1, 0]], 1 - winners, 0.5, weights["pairwise"], None)
+    assert torch.equal(swapped, eq8)
+    best_of_two = spo_best_of_n_loss(logps[:, :2], winners, 0.5, weights["pairwise"])
+    torch.testing.assert_close(pairwise, best_of_two, rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match=r"`logps` of pairs must have shape \(B, 2\), found \(2, 3\)"):
+        spo_pairwise_grid_loss(logps, winners, 0.5)
     # A ranking's winner is its first response: anything else is a caller's ordering bug.
     with pytest.raises(
         ValueError, match=r"`winner_index` must be 0 for every row of a ranking.*found winners \[0, 2\]"

@@ -20,7 +20,7 @@ Appendix A. Equation numbers in this module are the paper's own.
 Every function takes sequence log-probabilities (`logp = sum of the completion's token log-probs`) and returns an
 unreduced per-example tensor: no trainer state, no hidden normalisation, no reduction over the batch. The caller
 averages. The preference losses of `PREFERENCE_LOSSES` share one signature, `(logps (B, n), winner_index (B,), alpha,
-weights, response_mask)`, whatever the data: pairs are n = 2 with the chosen response first (Eq. 14 at n = 2 is Eq. 8),
+weights, response_mask)`, whatever the data: pairs are n = 2 (computed with Eq. 8's own form, which Eq. 14 reduces to),
 best-of-n rows name their winner, and rankings are in preference order (winner 0). Conventions shared by all functions:
 
 - Precision: inputs are upcast to float32 (float64 stays float64) and the result is returned in that dtype, so a
@@ -49,6 +49,7 @@ __all__ = [
     "kendall_tau",
     "spo_batch_mean",
     "spo_best_of_n_loss",
+    "spo_pairwise_grid_loss",
     "spo_pairwise_loss",
     "spo_ranking_loss",
     "spo_ranking_sample_scores",
@@ -723,10 +724,42 @@ def global_kl_per_sample(token_kl: torch.Tensor, completion_mask: torch.Tensor) 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def spo_pairwise_grid_loss(
+    logps: torch.Tensor,
+    winner_index: torch.Tensor,
+    alpha: float,
+    weights: torch.Tensor | None = None,
+    response_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. (8)/(10) in the signature the preference losses share: a pair is a row of n = 2.
+
+    Eq. (14) at n = 2 is Eq. (8) (tested); this computes pairs with Eq. (8)'s own softplus form, so training on pairs
+    is bit-for-bit `spo_pairwise_loss`.
+
+    Args:
+        logps (`torch.Tensor`): shape (B, 2), the pair's two sequence log-probs.
+        winner_index (`torch.Tensor`): shape (B,), the column of the chosen response (0 or 1).
+        alpha, weights: as in `spo_pairwise_loss`.
+        response_mask (`torch.Tensor` or `None`): shape (B, 2); both responses of a pair must exist.
+
+    Returns:
+        `torch.Tensor`: unreduced loss per pair, shape (B,).
+    """
+    batch, n = _check_responses(logps)
+    if n != 2:
+        raise ValueError(f"`logps` of pairs must have shape (B, 2), found {tuple(logps.shape)}.")
+    if response_mask is not None and not bool(_response_mask(response_mask, logps, prefix=False).all()):
+        raise ValueError("`response_mask` of pairs must be all True: a pair has both responses.")
+    _check_shape("winner_index", winner_index, (batch,), "(B,)")
+    rows = torch.arange(batch, device=logps.device)
+    winner_index = winner_index.long()
+    return spo_pairwise_loss(logps[rows, winner_index], logps[rows, 1 - winner_index], alpha, weights)
+
+
 # SPO's preference loss for each data format, all with the signature `(logps, winner_index, alpha, weights,
-# response_mask)`. Pairs are best-of-2 with the chosen response first: Eq. (14) at n = 2 is Eq. (8).
+# response_mask)`. Pairs are rows of n = 2, computed with Eq. (8)'s own form.
 PREFERENCE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "pairwise": spo_best_of_n_loss,
+    "pairwise": spo_pairwise_grid_loss,
     "best_of_n": spo_best_of_n_loss,
     "ranking": spo_ranking_loss,
 }
