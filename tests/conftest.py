@@ -19,7 +19,9 @@ huggingface_hub read it, and so that collecting tests that need no model stays f
 """
 
 import json
+import math
 import os
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -55,31 +57,13 @@ def _require(path: Path) -> Path:
 
 
 def _save_tiny_model(path: Path, vocab_size: int | None, hidden_size: int, tie_word_embeddings: bool, seed: int):
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
+
+    from trl_spo.tiny_models import tiny_qwen2
 
     tokenizer = AutoTokenizer.from_pretrained(_require(SHIPPED_MODEL_DIR))
-    if vocab_size is None:
-        vocab_size = len(tokenizer)
-    elif vocab_size < len(tokenizer):
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
-    config = Qwen2Config(
-        vocab_size=vocab_size,  # larger than the tokenizer = padded embedding rows, as many released checkpoints have
-        hidden_size=hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=2 * hidden_size,
-        max_position_embeddings=256,
-        tie_word_embeddings=tie_word_embeddings,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).float()
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    model = tiny_qwen2(
+        tokenizer, vocab_size=vocab_size, hidden_size=hidden_size, tie_word_embeddings=tie_word_embeddings, seed=seed
     )
     model.save_pretrained(path)
     # Copied rather than re-saved, so the tests see byte-for-byte the tokenizer that ships with the recipe.
@@ -209,3 +193,27 @@ def implicit_prompt_conversational_preference_dataset(preference_rows):
             for row in preference_rows
         ]
     )
+
+
+def ranked_rows(reward_table, num_rows: int, sizes=(4,), seed: int = 0) -> list[dict]:
+    """Rows ranked by a Plackett-Luce draw on the known rewards, n taken cyclically from `sizes`."""
+    rng = random.Random(seed)
+    prompts = sorted(reward_table)
+    rows = []
+    for i in range(num_rows):
+        prompt = prompts[i % len(prompts)]
+        completions = rng.sample(sorted(reward_table[prompt]), sizes[i % len(sizes)])
+        remaining, ranking = list(range(len(completions))), []
+        while remaining:
+            weights = [math.exp(reward_table[prompt][completions[j]]) for j in remaining]
+            ranking.append(remaining.pop(rng.choices(range(len(remaining)), weights)[0]))
+        rows.append({"prompt": prompt, "completions": completions, "ranking": ranking})
+    return rows
+
+
+@pytest.fixture
+def ranked_dataset(reward_table):
+    """16 ranked rows of 4, 3 and 2 completions (cyclically) over the tiny dataset's prompts."""
+    from datasets import Dataset
+
+    return Dataset.from_list(ranked_rows(reward_table, 16, sizes=(4, 3, 2)))

@@ -19,7 +19,7 @@ import torch
 from trl_spo import SPOConfig
 
 
-def make_args(tmp_path, **overrides) -> SPOConfig:
+def make_args(tmp_path, config_class=SPOConfig, **overrides) -> SPOConfig:
     """A CPU `SPOConfig` for a few steps on a tiny model: large learning rate, a refresh every 2 steps, short samples."""
     kwargs = dict(
         output_dir=str(tmp_path),
@@ -39,7 +39,7 @@ def make_args(tmp_path, **overrides) -> SPOConfig:
         seed=0,
     )
     kwargs.update(overrides)
-    return SPOConfig(**kwargs)
+    return config_class(**kwargs)
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -70,3 +70,14 @@ def assert_gradients_close(
         torch.testing.assert_close(
             actual[name], grad, rtol=0, atol=atol, msg=lambda m, name=name: f"gradient of {name}: {what}. {m}"
         )
+
+
+def one_step_loss_and_grads(trainer, rows: list[int]) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and gradients of one micro-batch made of the given rows of the trainer's (prepared) train dataset."""
+    model = trainer.model
+    model.train()
+    model.zero_grad()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in rows])
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    return loss.item(), {name: param.grad.clone() for name, param in model.named_parameters()}

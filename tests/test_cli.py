@@ -25,7 +25,7 @@ import yaml
 from trl_spo import SPOConfig, cli
 from trl_spo.cli import split_arguments
 from trl_spo.config import DPO_ONLY_FIELDS
-from trl_spo.scripts.spo import loss_scale_note, make_parser, summarize
+from trl_spo.scripts.spo import loss_scale_note, make_parser, summarize_run
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_summary_reports_first_and_last_values():
         {"loss": 1.0, "kl/global": 0.5, "step": 2},
         {"train_runtime": 12.0, "step": 2},
     ]
-    summary = summarize(history)
+    summary = summarize_run(history)
     assert "(12 s of training)" in summary
     assert "| loss | 2 | 1 |" in summary
     assert "| kl/global | 0 | 0.5 |" in summary
@@ -245,6 +245,6 @@ def test_bench_help_lists_the_benchmarks(capsys):
 def test_summary_explains_the_loss_scale():
     note = loss_scale_note(SPOConfig(output_dir="x", alpha=0.01, use_cpu=True))
     assert "log(2) / alpha = 69.31" in note and "loss/preference_normalized" in note
-    summary = summarize([{"loss": 69.3, "loss/preference_normalized": 0.693, "step": 1}], note)
+    summary = summarize_run([{"loss": 69.3, "loss/preference_normalized": 0.693, "step": 1}], note)
     assert "| loss/preference_normalized | 0.693 | 0.693 |" in summary and summary.endswith(note)
     assert loss_scale_note(SPOConfig(output_dir="x", alpha=0.0, use_cpu=True)) is None

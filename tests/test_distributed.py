@@ -80,7 +80,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # legitimately differ. mu's batch mean is gathered across processes, so it must match too. Plain SGD makes the
     # update linear in the gradients (Adam's m / sqrt(v) would blow rounding noise on near-zero gradients up to
     # O(lr)), and a large learning rate makes it large against the rounding of the fp32 parameters it is added to.
-    overrides = ['regularizer="none"', "gamma=0.5", 'optim="sgd"', "learning_rate=0.1"]
+    overrides = ["beta=0", "gamma=0.5", 'optim="sgd"', "learning_rate=0.1"]
     runs = {
         "one": (
             "--num_processes",

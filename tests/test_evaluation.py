@@ -45,7 +45,8 @@ from trl_spo.evaluation import (
     win_rate,
 )
 from trl_spo.evaluation.cli import main
-from trl_spo.evaluation.runner import completion_token_logps, encode_prompt, evaluate, prompt_text, reference_text
+from trl_spo.evaluation.generation import completion_token_logps, encode_prompt
+from trl_spo.evaluation.runner import evaluate, prompt_text, reference_text
 
 from .conftest import ASSETS_DIR, SHIPPED_MODEL_DIR, TOKENIZER_FILES
 
@@ -220,25 +221,13 @@ def test_prompts_and_references_in_both_formats():
 @pytest.fixture(scope="module")
 def tiny_reward_model_path(tmp_path_factory) -> str:
     """A seeded random 2-layer Qwen2 reward model (hidden 32, num_labels=1) with the shipped tokenizer next to it."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
+    from transformers import AutoTokenizer
+
+    from trl_spo.tiny_models import tiny_qwen2
 
     path = tmp_path_factory.mktemp("tiny_reward_model")
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED_MODEL_DIR)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForSequenceClassification(config).float()
+    model = tiny_qwen2(tokenizer, seed=0, num_labels=1)
     # The default 0.02-std head gives rewards within ~0.01 of each other, so every verdict would be ~0.5; a wider head
     # spreads them over a few units and makes the verdict checks discriminating.
     with torch.no_grad():
@@ -487,7 +476,7 @@ def test_greedy_policy_against_its_own_greedy_references(tmp_path, tiny_reward_m
 def test_sampling_is_unfiltered_at_temperature_one():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_spo.evaluation.runner import generation_config_for
+    from trl_spo.evaluation.generation import generation_config_for
 
     model = AutoModelForCausalLM.from_pretrained(SHIPPED_MODEL_DIR)
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED_MODEL_DIR)

@@ -29,7 +29,7 @@ from trl_spo.benchmarks.expert_distribution import (
     Setting,
     markdown_table,
     run,
-    summarise,
+    summarize_setting,
     update_doc,
 )
 from trl_spo.benchmarks.expert_task import (
@@ -207,7 +207,7 @@ def test_short_run_files_come_from_one_run(short_run, task):
     reference = torch.tensor(payload["reference"], dtype=torch.float64)
     # Every row is a function of the stored final distributions: recompute it. Exact: JSON round-trips floats, and
     # the recomputation is the same float64 computation in the same process.
-    assert [summarise(result, task, reference) for result in payload["runs"]] == payload["rows"] == rows
+    assert [summarize_setting(result, task, reference) for result in payload["runs"]] == payload["rows"] == rows
     table = (output_dir / "expert_distribution.md").read_text()
     assert table == payload["table"] and "test command" in table and "seed 0" in table
     assert f"| SPO α=1 β=0 | {rows[0]['tv_to_target']:.3f} | {rows[0]['entropy']:.3f} |" in table
@@ -243,7 +243,7 @@ def test_shipped_results_are_one_run():
     # the table's 3 digits differ.
     task, reference = ExpertTask(), torch.tensor(payload["reference"], dtype=torch.float64)
     for committed, result in zip(payload["rows"], payload["runs"], strict=True):
-        recomputed = summarise(result, task, reference)
+        recomputed = summarize_setting(result, task, reference)
         assert recomputed.keys() == committed.keys()
         for key, value in committed.items():
             what = f"{committed['name']}: {key} recomputed from the stored final distribution vs the committed row"

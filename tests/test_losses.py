@@ -30,7 +30,9 @@ from trl_spo.losses import (
     PREFERENCE_LOSSES,
     get_preference_loss,
     global_kl_per_sample,
+    spo_batch_mean,
     spo_best_of_n_loss,
+    spo_pairwise_grid_loss,
     spo_pairwise_loss,
     spo_ranking_loss,
     spo_ranking_sample_weights,
@@ -156,10 +158,10 @@ def test_ranking_hand_worked():
     term1 = math.log(math.exp(-1.0) / (math.exp(-1.0) + math.exp(-3.0) + math.exp(-2.0)))
     term2 = math.log(math.exp(-3.0) / (math.exp(-3.0) + math.exp(-2.0)))
     expected = -(1.0 * term1 + 0.5 * term2)
-    torch.testing.assert_close(spo_ranking_loss(logps, 1.0, weights), torch.tensor([expected]), **FP32)
+    torch.testing.assert_close(spo_ranking_loss(logps, None, 1.0, weights), torch.tensor([expected]), **FP32)
     # alpha = 0: -sum_k mu_k (logp_k - mean_{j>=k} logp_j).
     expected0 = -(1.0 * (-1.0 - (-6.0 / 3)) + 0.5 * (-3.0 - (-5.0 / 2)))
-    torch.testing.assert_close(spo_ranking_loss(logps, 0.0, weights), torch.tensor([expected0]), **FP32)
+    torch.testing.assert_close(spo_ranking_loss(logps, None, 0.0, weights), torch.tensor([expected0]), **FP32)
 
 
 def test_sample_scores_and_weights_hand_worked():
@@ -257,7 +259,7 @@ def test_alpha_zero_gradient_is_appendix_a_limit():
     expected = mu.unsqueeze(-1) * (0.25 - torch.nn.functional.one_hot(winner, 4))
     torch.testing.assert_close(grad, expected, **FP32)
     # Ranking: sum_k mu_k (1/(n-k+1) on the suffix - e_k).
-    _, grad = _value_and_grad(spo_ranking_loss, logps, 0.0, mu_rank)
+    _, grad = _value_and_grad(spo_ranking_loss, logps, None, 0.0, mu_rank)
     expected = torch.zeros(5, 4)
     for k in range(3):
         expected[:, k:] += mu_rank[:, k : k + 1] / (4 - k)
@@ -278,8 +280,8 @@ def test_alpha_zero_gradient_is_appendix_a_limit():
         ),
         (
             "ranking",
-            _value_and_grad(spo_ranking_loss, logps, 1e-6, mu_rank),
-            _value_and_grad(spo_ranking_loss, logps, 0.0, mu_rank),
+            _value_and_grad(spo_ranking_loss, logps, None, 1e-6, mu_rank),
+            _value_and_grad(spo_ranking_loss, logps, None, 0.0, mu_rank),
         ),
     ]:
         torch.testing.assert_close(
@@ -354,7 +356,7 @@ def test_ranking_matches_reference(dtype, shape):
     mu = _random_weights(batch, n - 1, seed=31)
     rows = logps.double().tolist()
     for alpha in ALPHAS:
-        value, grad = _value_and_grad(spo_ranking_loss, logps, alpha, mu)
+        value, grad = _value_and_grad(spo_ranking_loss, logps, None, alpha, mu)
         refs = [ref_ranking(row, alpha, m) for row, m in zip(rows, mu.double().tolist())]
         _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
@@ -362,7 +364,7 @@ def test_ranking_matches_reference(dtype, shape):
 def test_float64_inputs_stay_float64():
     logps = _random_logps(3, 3, seed=40)
     assert spo_best_of_n_loss(logps, torch.tensor([0, 1, 2]), 0.5).dtype == torch.float64
-    assert spo_ranking_loss(logps, 0.5).dtype == torch.float64
+    assert spo_ranking_loss(logps, None, 0.5).dtype == torch.float64
     assert spo_pairwise_loss(logps[:, 0], logps[:, 1], 0.5).dtype == torch.float64
 
 
@@ -379,7 +381,7 @@ def test_n2_best_of_n_and_ranking_equal_pairwise(alpha):
     zeros, ones = torch.zeros(7, dtype=torch.long), torch.ones(7, dtype=torch.long)
     candidates = [
         _value_and_grad(spo_best_of_n_loss, logps, zeros, alpha, mu),
-        _value_and_grad(spo_ranking_loss, logps, alpha, mu.unsqueeze(-1)),
+        _value_and_grad(spo_ranking_loss, logps, None, alpha, mu.unsqueeze(-1)),
     ]
     # Same pairs with the winner in the second slot.
     flipped_value, flipped_grad = _value_and_grad(spo_best_of_n_loss, logps.flip(-1), ones, alpha, mu)
@@ -460,7 +462,7 @@ def test_ranking_padding_matches_unpadded_rows(alpha):
     # Weights of dead terms (suffix with < 2 valid responses) are ignored, even NaN.
     dead_terms = ~(torch.arange(n_max - 1).unsqueeze(0) < torch.tensor(n_valid).unsqueeze(1) - 1)
     mu_padded = mu.masked_fill(dead_terms, float("nan"))
-    value, grad = _value_and_grad(spo_ranking_loss, padded, alpha, mu_padded, response_mask=mask)
+    value, grad = _value_and_grad(spo_ranking_loss, padded, None, alpha, mu_padded, response_mask=mask)
     assert torch.isfinite(value).all() and torch.isfinite(grad).all()
     assert (grad[~mask] == 0).all()
     for row, valid in enumerate(n_valid):
@@ -468,7 +470,7 @@ def test_ranking_padding_matches_unpadded_rows(alpha):
             assert value[row] == 0 and (grad[row] == 0).all()
             continue
         row_value, row_grad = _value_and_grad(
-            spo_ranking_loss, logps[row : row + 1, :valid], alpha, mu[row : row + 1, : valid - 1]
+            spo_ranking_loss, logps[row : row + 1, :valid], None, alpha, mu[row : row + 1, : valid - 1]
         )
         # The same fp32 ops on the same valid values, only the padding around them differs: an ulp or two.
         torch.testing.assert_close(
@@ -522,7 +524,7 @@ def test_losses_do_not_backprop_through_weights():
         ),
         (lambda lp, mu: spo_best_of_n_loss(lp, winner, 0.5, mu), lambda lp: 2 * torch.sigmoid(0.2 * lp.sum(-1) + 3)),
         (
-            lambda lp, mu: spo_ranking_loss(lp, 0.5, mu),
+            lambda lp, mu: spo_ranking_loss(lp, None, 0.5, mu),
             lambda lp: 2 * torch.sigmoid(0.2 * (lp[:, 1:] + lp[:, :1]) + 2),
         ),
     ]
@@ -591,7 +593,7 @@ def test_extreme_logps(dtype, alpha):
             [ref_best_of_n(r, w, alpha, m) for r, w, m in zip(rows, winner.tolist(), mu.tolist())],
         ),
         (
-            _value_and_grad(spo_ranking_loss, logps, alpha, mu_rank),
+            _value_and_grad(spo_ranking_loss, logps, None, alpha, mu_rank),
             [ref_ranking(r, alpha, m) for r, m in zip(rows, mu_rank.tolist())],
         ),
     ]
@@ -621,12 +623,12 @@ def test_confident_rows_keep_relative_precision():
     for value in (
         spo_pairwise_loss(logps[:, 0], logps[:, 1], 1.0),
         spo_best_of_n_loss(logps, torch.zeros(2, dtype=torch.long), 1.0),
-        spo_ranking_loss(logps, 1.0),
+        spo_ranking_loss(logps, None, 1.0),
     ):
         torch.testing.assert_close(value, expected, rtol=1e-5, atol=0)
     three = torch.tensor([[-1.0, -30.0, -40.0]])
     expected3 = math.log1p(math.exp(-29.0) + math.exp(-39.0)) + math.log1p(math.exp(-10.0))
-    torch.testing.assert_close(spo_ranking_loss(three, 1.0), torch.tensor([expected3]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(spo_ranking_loss(three, None, 1.0), torch.tensor([expected3]), rtol=1e-5, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -723,7 +725,7 @@ def test_theorem_4_ranking_fixed_point(alpha, gamma, decay):
     def objective(logp):
         row_logps = logp[rankings]
         mu = spo_ranking_sample_weights(row_logps, gamma, decay=decay) if gamma else None
-        return (d * spo_ranking_loss(row_logps, alpha, mu)).sum()
+        return (d * spo_ranking_loss(row_logps, None, alpha, mu)).sum()
 
     _assert_softmax_fixed_point(_minimise(objective, 4, fixed=gamma == 0), REWARDS_4, alpha)
 
@@ -733,9 +735,27 @@ def test_theorem_4_ranking_fixed_point(alpha, gamma, decay):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_registry():
+def test_batch_mean_per_column_over_valid_entries_and_across_processes():
+    scores = torch.tensor([[1.0, 4.0], [3.0, 0.0], [5.0, 2.0]], dtype=torch.float64)
+    valid = torch.tensor([[True, True], [True, False], [True, True]])
+    # By hand, exact in binary: column 0 (1 + 3 + 5) / 3, column 1 (4 + 2) / 2.
+    assert spo_batch_mean(scores, valid).tolist() == [3.0, 3.0]
+    assert spo_batch_mean(scores[:, 0]).item() == 3.0  # one score per row: a scalar mean
+    # Across processes: another process holds one row with one term; its totals are padded and summed.
+    other = torch.tensor([[7.0], [1.0]], dtype=torch.float64)  # (totals, counts) of one column
+
+    def sum_across_processes(totals):
+        padded = torch.zeros(2, 2, dtype=totals.dtype)
+        padded[:, :1] = other
+        return totals + padded
+
+    assert spo_batch_mean(scores, valid, sum_across_processes).tolist() == [4.0, 3.0]  # (9 + 7) / 4, 6 / 2
+    assert spo_batch_mean(torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.bool)).tolist() == [0.0]  # no entry
+
+
+def test_registry_has_one_signature_and_pairs_are_best_of_two():
     assert PREFERENCE_LOSSES == {
-        "pairwise": spo_pairwise_loss,
+        "pairwise": spo_pairwise_grid_loss,
         "best_of_n": spo_best_of_n_loss,
         "ranking": spo_ranking_loss,
     }
@@ -743,6 +763,31 @@ def test_registry():
         assert get_preference_loss(name) is fn
     with pytest.raises(ValueError, match=re.escape("'dpo': expected one of 'pairwise', 'best_of_n', 'ranking'")):
         get_preference_loss("dpo")
+    # Every loss is called the same way: (logps (B, n), winner_index (B,), alpha, weights, response_mask).
+    logps = torch.tensor([[-3.0, -5.0, -4.0], [-2.0, -1.0, -6.0]], dtype=torch.float64)
+    winners = torch.zeros(2, dtype=torch.long)
+    weights = {"pairwise": torch.tensor([1.5, 0.5]), "best_of_n": torch.tensor([1.5, 0.5])}
+    weights["ranking"] = torch.tensor([[1.5, 1.0], [0.5, 1.0]])
+    for name, fn in PREFERENCE_LOSSES.items():
+        grid = logps[:, :2] if name == "pairwise" else logps
+        value = fn(grid, winners, 0.5, weights[name], torch.ones_like(grid, dtype=torch.bool))
+        assert value.shape == (2,), name
+    # Pairs through the registry are Eq. 8 itself, bit for bit, with the winner in either column; and equal to
+    # Eq. 14 at n = 2 (float64: the two forms agree to rounding, ~1e-16 relative).
+    pairwise = PREFERENCE_LOSSES["pairwise"](logps[:, :2], winners, 0.5, weights["pairwise"], None)
+    eq8 = spo_pairwise_loss(logps[:, 0], logps[:, 1], 0.5, weights["pairwise"])
+    assert torch.equal(pairwise, eq8)
+    swapped = PREFERENCE_LOSSES["pairwise"](logps[:, [1, 0]], 1 - winners, 0.5, weights["pairwise"], None)
+    assert torch.equal(swapped, eq8)
+    best_of_two = spo_best_of_n_loss(logps[:, :2], winners, 0.5, weights["pairwise"])
+    torch.testing.assert_close(pairwise, best_of_two, rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match=r"`logps` of pairs must have shape \(B, 2\), found \(2, 3\)"):
+        spo_pairwise_grid_loss(logps, winners, 0.5)
+    # A ranking's winner is its first response: anything else is a caller's ordering bug.
+    with pytest.raises(
+        ValueError, match=r"`winner_index` must be 0 for every row of a ranking.*found winners \[0, 2\]"
+    ):
+        spo_ranking_loss(logps, torch.tensor([0, 2]), 0.5)
 
 
 _LP3 = torch.zeros(2, 3)
@@ -757,7 +802,10 @@ INVALID_CALLS = {
         lambda: spo_best_of_n_loss(_LP3, _W, float("nan")),
         "`alpha` must be a finite number >= 0, found nan",
     ),
-    "alpha inf": (lambda: spo_ranking_loss(_LP3, float("inf")), "`alpha` must be a finite number >= 0, found inf"),
+    "alpha inf": (
+        lambda: spo_ranking_loss(_LP3, None, float("inf")),
+        "`alpha` must be a finite number >= 0, found inf",
+    ),
     "pair shapes": (
         lambda: spo_pairwise_loss(torch.zeros(3), torch.zeros(4), 1.0),
         "`rejected_logps` must have shape (B,) like `chosen_logps` = (3,), found (4,)",
@@ -779,7 +827,7 @@ INVALID_CALLS = {
         "`logps` must have shape (B, n), found 1 dims with shape (3,)",
     ),
     "n < 2": (
-        lambda: spo_ranking_loss(torch.zeros(2, 1), 1.0),
+        lambda: spo_ranking_loss(torch.zeros(2, 1), None, 1.0),
         "`logps` must hold n >= 2 responses per row (shape (B, n)), found n = 1",
     ),
     "winner too large": (
@@ -807,7 +855,7 @@ INVALID_CALLS = {
         "`weights` must have shape (B,) = (2,), found (3,)",
     ),
     "ranking weights": (
-        lambda: spo_ranking_loss(_LP3, 1.0, torch.ones(2, 3)),
+        lambda: spo_ranking_loss(_LP3, None, 1.0, torch.ones(2, 3)),
         "`weights` must have shape (B, n-1), one per rank term = (2, 2), found (2, 3)",
     ),
     "mask shape": (
@@ -815,7 +863,7 @@ INVALID_CALLS = {
         "`response_mask` must have shape (B, n) like `logps` = (2, 3), found (2, 2)",
     ),
     "ranking mask not a prefix": (
-        lambda: spo_ranking_loss(_LP3, 1.0, response_mask=torch.tensor([[1, 0, 1], [1, 1, 1]])),
+        lambda: spo_ranking_loss(_LP3, None, 1.0, response_mask=torch.tensor([[1, 0, 1], [1, 1, 1]])),
         "found a True after a False",
     ),
     "gamma negative": (lambda: spo_sample_weights(_LP3, -1.0), "`gamma` must be a finite number >= 0, found -1.0"),

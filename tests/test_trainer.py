@@ -67,26 +67,29 @@ def naive_preference_loss(policy, batch, alpha: float) -> torch.Tensor:
     return (F.softplus(alpha * (rejected - chosen)) / alpha).mean()
 
 
-@pytest.mark.parametrize("num_shards", [1, 2])
-def test_kl_term_matches_naive_full_vocabulary_kl(tmp_path, tiny_model_path, standard_preference_dataset, num_shards):
-    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    reference = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    with torch.no_grad():  # make π_θ differ from π_ref so the KL is far from 0
+def policy_away_from_reference(path: str) -> dict:
+    """`model` and `ref_model` for a trainer whose π_θ differs from π_ref, so the KL is far from 0."""
+    policy = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
         for param in policy.parameters():
             param.add_(0.05 * torch.randn_like(param))
+    return {"model": policy, "ref_model": AutoModelForCausalLM.from_pretrained(path)}
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_kl_term_matches_naive_full_vocabulary_kl(tmp_path, tiny_model_path, standard_preference_dataset, num_shards):
     alpha, beta = 0.5, 0.3
     trainer = SPOTrainer(
-        model=policy,
-        ref_model=reference,
+        **policy_away_from_reference(tiny_model_path),
         args=make_args(tmp_path, alpha=alpha, beta=beta, gamma=0.0, kl_batch_size=3),
         train_dataset=standard_preference_dataset,
     )
     model = trainer.model
     model.train()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    trainer._recent_prompts.add([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
-    trainer.refresh_kl_samples(step=0)
-    samples = trainer._kl_samples
+    trainer.kl_sampler.prompts.add([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    trainer.kl_sampler.refresh(step=0)
+    samples = trainer.kl_sampler.samples
     assert samples.completion_mask.sum() > 0
 
     # Through the trainer: every micro-batch of one optimizer step, with gradient accumulation of `num_shards`
@@ -122,19 +125,13 @@ def test_dataset_kl_ablation_is_the_kl_on_the_batch_completions(
     tmp_path, tiny_model_path, standard_preference_dataset
 ):
     # Table 6's "in-dataset (tokenwise)" regulariser: Eq. 13's estimator on the dataset's own completions, no sampling.
-    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    reference = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    with torch.no_grad():  # make π_θ differ from π_ref so the KL is far from 0
-        for param in policy.parameters():
-            param.add_(0.05 * torch.randn_like(param))
     alpha, beta = 0.5, 0.3
     trainer = SPOTrainer(
-        model=policy,
-        ref_model=reference,
+        **policy_away_from_reference(tiny_model_path),
         args=make_args(tmp_path, alpha=alpha, beta=beta, gamma=0.0, regularizer="dataset_kl"),
         train_dataset=standard_preference_dataset,
     )
-    assert trainer.kl_sampling_callback is None  # nothing is sampled
+    assert trainer.kl_sampler is None  # nothing is sampled
     model = trainer.model
     model.train()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
@@ -187,19 +184,25 @@ def test_generation_happens_exactly_every_interval(
     # Every step of the run computed the KL on the samples of the latest refresh.
     logged = [entry for entry in trainer.state.log_history if "kl/global" in entry]
     assert len(logged) == 7
-    assert len(trainer._kl_samples) == args.resolved_kl_batch_size == max(1, 2 * gradient_accumulation_steps // 2)
+    assert (
+        len(trainer.kl_sampler.samples) == args.resolved_kl_batch_size == max(1, 2 * gradient_accumulation_steps // 2)
+    )
 
 
-@pytest.mark.parametrize("overrides", [{"beta": 0.0}, {"regularizer": "none"}])
-def test_no_generation_and_no_reference_without_kl(tmp_path, tiny_model_path, standard_preference_dataset, overrides):
+@pytest.mark.parametrize("regularizer", ["global_kl", "dataset_kl"])
+def test_no_generation_and_no_reference_without_kl(
+    tmp_path, tiny_model_path, standard_preference_dataset, regularizer
+):
     trainer = SPOTrainer(
-        model=tiny_model_path, args=make_args(tmp_path, **overrides), train_dataset=standard_preference_dataset
+        model=tiny_model_path,
+        args=make_args(tmp_path, beta=0.0, regularizer=regularizer),
+        train_dataset=standard_preference_dataset,
     )
     counter = GenerateCounter(trainer)
     trainer.train()
     assert counter.steps == []
     assert trainer.ref_model is None
-    assert not any("kl/global" in entry for entry in trainer.state.log_history)
+    assert not any({"kl/global", "kl/dataset"} & set(entry) for entry in trainer.state.log_history)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def test_every_dataset_format_trains_every_parameter(tmp_path, tiny_model_path, 
     trainer = SPOTrainer(model=model, args=make_args(tmp_path), train_dataset=dataset)
     trainer.train()
     assert_all_changed(before, trainer.model)
-    assert trainer._kl_samples.completion_mask.sum() > 0
+    assert trainer.kl_sampler.samples.completion_mask.sum() > 0
 
 
 def test_logged_metrics(tmp_path, tiny_model_path, standard_preference_dataset):
@@ -326,7 +329,7 @@ def test_checkpoint_restores_kl_samples_and_prompts(tmp_path, tiny_model_path, s
     trainer.train()
     checkpoint = tmp_path / "checkpoint-3"
     assert (checkpoint / "spo_state_rank0.pt").is_file()
-    saved = trainer._kl_samples
+    saved = trainer.kl_sampler.samples
     assert saved.step == 2
 
     resumed = SPOTrainer(
@@ -337,17 +340,17 @@ def test_checkpoint_restores_kl_samples_and_prompts(tmp_path, tiny_model_path, s
     counter = GenerateCounter(resumed)
     restored_pools = []
 
-    class RecordPool(TrainerCallback):  # runs after the sampling callback, which restores the state
+    class RecordPool(TrainerCallback):  # the state is restored by `train()`, before any callback runs
         def on_train_begin(self, args, state, control, **kwargs):
-            restored_pools.append(resumed._recent_prompts.state_dict())
+            restored_pools.append(resumed.kl_sampler.prompts.state_dict())
 
     resumed.add_callback(RecordPool())
     resumed.train(resume_from_checkpoint=str(checkpoint))
     # Step 3 reuses the samples drawn at step 2 (no refresh before step 4), exactly as the uninterrupted run would.
     assert counter.steps == []
-    assert resumed._kl_samples.step == 2
-    assert torch.equal(resumed._kl_samples.input_ids, saved.input_ids)
-    assert restored_pools == [trainer._recent_prompts.state_dict()]
+    assert resumed.kl_sampler.samples.step == 2
+    assert torch.equal(resumed.kl_sampler.samples.input_ids, saved.input_ids)
+    assert restored_pools == [trainer.kl_sampler.prompts.state_dict()]
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
@@ -379,9 +382,9 @@ def test_tokenizer_pad_side_effects_do_not_break_generation(tmp_path, tiny_model
         processing_class=tokenizer,
     )
     prompts = [[5, 6, 7, 8, 9], [10, 11]]
-    trainer._recent_prompts.add(prompts)
-    trainer.refresh_kl_samples(step=0)
-    samples = trainer._kl_samples
+    trainer.kl_sampler.prompts.add(prompts)
+    trainer.kl_sampler.refresh(step=0)
+    samples = trainer.kl_sampler.samples
     for row, prompt in enumerate(prompts):
         ids = samples.input_ids[row]
         assert ids[: len(prompt)].tolist() == prompt
@@ -436,9 +439,9 @@ def test_samples_come_from_the_policy_not_from_the_model_generation_defaults(
     trainer = SPOTrainer(
         model=model, args=make_args(tmp_path, kl_batch_size=16), train_dataset=standard_preference_dataset
     )
-    trainer._recent_prompts.add([[5, 6, 7]])
-    trainer.refresh_kl_samples(step=0)
-    completions = {tuple(ids.tolist()) for ids in trainer._kl_samples.input_ids}
+    trainer.kl_sampler.prompts.add([[5, 6, 7]])
+    trainer.kl_sampler.refresh(step=0)
+    completions = {tuple(ids.tolist()) for ids in trainer.kl_sampler.samples.input_ids}
     assert len(completions) > 8  # a random-init model sampled at temperature 1 almost never repeats itself
 
 
@@ -459,7 +462,7 @@ def test_generation_share_is_the_share_of_refresh_time_over_the_logging_window(
         train_dataset=standard_preference_dataset,
         callbacks=[OneSecondPerStep()],
     )
-    sampling = trainer.kl_sampling_callback
+    sampling = trainer.kl_sampler
     sampling.clock = lambda: now[0]
     refresh = sampling.refresh
 
@@ -557,7 +560,7 @@ def test_vllm_sampling_path(tmp_path, tiny_model_path, standard_preference_datas
     assert vllm.kwargs["temperature"] == 0.9 and vllm.kwargs["top_p"] == 0.95
     assert vllm.kwargs["max_completion_length"] == args.max_completion_length
     assert vllm.kwargs["mode"] == "colocate"
-    samples = trainer._kl_samples
+    samples = trainer.kl_sampler.samples
     lengths = samples.completion_mask.sum(dim=1).tolist()
     assert lengths == [i % 3 + 1 for i in range(len(samples))]
     for row, length in enumerate(lengths):

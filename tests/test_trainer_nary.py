@@ -15,8 +15,6 @@
 """SPOTrainer on best-of-n and ranked data (section 5 of the paper)."""
 
 import itertools
-import math
-import random
 
 import pytest
 import torch
@@ -26,38 +24,7 @@ from transformers import AutoModelForCausalLM
 from trl_spo import SPOTrainer
 from trl_spo.data import ranking_to_best_of_n
 
-from .helpers import assert_all_changed, assert_gradients_close, make_args, snapshot
-
-
-def ranked_rows(reward_table, num_rows: int, sizes=(4,), seed: int = 0) -> list[dict]:
-    """Rows ranked by a Plackett-Luce draw on the known rewards, n taken cyclically from `sizes`."""
-    rng = random.Random(seed)
-    prompts = sorted(reward_table)
-    rows = []
-    for i in range(num_rows):
-        prompt = prompts[i % len(prompts)]
-        completions = rng.sample(sorted(reward_table[prompt]), sizes[i % len(sizes)])
-        remaining, ranking = list(range(len(completions))), []
-        while remaining:
-            weights = [math.exp(reward_table[prompt][completions[j]]) for j in remaining]
-            ranking.append(remaining.pop(rng.choices(range(len(remaining)), weights)[0]))
-        rows.append({"prompt": prompt, "completions": completions, "ranking": ranking})
-    return rows
-
-
-@pytest.fixture
-def ranked_dataset(reward_table):
-    return Dataset.from_list(ranked_rows(reward_table, 16, sizes=(4, 3, 2)))
-
-
-def one_step_loss_and_grads(trainer: SPOTrainer, rows: list[int]) -> tuple[float, dict[str, torch.Tensor]]:
-    model = trainer.model
-    model.train()
-    model.zero_grad()
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in rows])
-    loss = trainer.compute_loss(model, batch)
-    loss.backward()
-    return loss.item(), {name: param.grad.clone() for name, param in model.named_parameters()}
+from .helpers import assert_all_changed, assert_gradients_close, make_args, one_step_loss_and_grads, snapshot
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0])
@@ -141,54 +108,6 @@ def test_each_format_trains_every_parameter_and_logs_its_metrics(
     if preference_format == "ranking":  # rows have 2 to 4 responses
         assert any("logps/rank_4" in entry for entry in history)
         assert not any("logps/rank_5" in entry for entry in history)
-
-
-@pytest.mark.parametrize(
-    "preference_format, nary_loss_type, expected_per_row",
-    [
-        # At step 0 the policy is the reference: every log-ratio is 0, so each softmax term is log(size of its set),
-        # whatever beta.
-        ("best_of_n", "s_dpo", lambda n: math.log(n)),
-        ("ranking", "pl_dpo", lambda n: sum(math.log(k) for k in range(2, n + 1))),
-        ("ranking", "s_dpo", lambda n: sum(math.log(k) for k in range(2, n + 1))),
-    ],
-)
-def test_dpo_family_baselines_start_from_the_reference(
-    tmp_path, tiny_model_path, ranked_dataset, preference_format, nary_loss_type, expected_per_row
-):
-    dataset = ranked_dataset if preference_format == "ranking" else ranking_to_best_of_n(ranked_dataset)
-    beta = 0.1
-    trainer = SPOTrainer(
-        model=tiny_model_path,
-        args=make_args(tmp_path, nary_loss_type=nary_loss_type, regularizer="none", beta=beta, gamma=0.0),
-        train_dataset=dataset,
-    )
-    assert trainer.ref_model is not None
-    rows = [0, 1, 2]  # n = 4, 3, 2
-    loss, grads = one_step_loss_and_grads(trainer, rows)
-    expected = sum(expected_per_row(n) for n in (4, 3, 2)) / 3
-    # Log-ratios are 0 up to the rounding of log-probs near -20 (~2e-6), times beta: ~1e-7 of a loss of 1.2 to 1.9.
-    assert loss == pytest.approx(expected, rel=1e-5), f"{nary_loss_type} loss at step 0 vs sum_k log(k), per row"
-    assert any(grad.abs().sum() > 0 for grad in grads.values())
-    trainer.train()
-    assert trainer.state.global_step == 3
-
-
-def test_baseline_configuration_errors(tmp_path, tiny_model_path, ranked_dataset, standard_preference_dataset):
-    with pytest.raises(ValueError, match="Set `regularizer='none'`"):
-        make_args(tmp_path, nary_loss_type="pl_dpo")
-    with pytest.raises(ValueError, match="needs full rankings, but the train dataset is best-of-n"):
-        SPOTrainer(
-            model=tiny_model_path,
-            args=make_args(tmp_path, nary_loss_type="pl_dpo", regularizer="none"),
-            train_dataset=ranking_to_best_of_n(ranked_dataset),
-        )
-    with pytest.raises(ValueError, match="the train dataset is pairwise"):
-        SPOTrainer(
-            model=tiny_model_path,
-            args=make_args(tmp_path, nary_loss_type="s_dpo", regularizer="none"),
-            train_dataset=standard_preference_dataset,
-        )
 
 
 @pytest.mark.parametrize(

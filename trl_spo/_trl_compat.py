@@ -20,17 +20,18 @@ Everything trl-spo needs from TRL that `import trl` does not export (helpers in 
 touches this file only. The supported TRL minor is pinned in `pyproject.toml`; `TESTED_TRL_MINOR` states it at
 runtime.
 
-The other contact surface is inheritance, which cannot live here: `SPOTrainer` overrides the `DPOTrainer` seams
-`_prepare_dataset`, `_set_signature_columns_if_needed`, `compute_loss`, `get_batch_samples` and `_save_checkpoint`, and
-reads the attributes `DPOTrainer.__init__` sets: `_tokenizer`, `_is_vision_dataset`, `_metrics`,
-`_total_train_tokens`, `_tp_size`, `aux_loss_enabled`, `router_aux_loss_coef`, `ref_model`. Check these first when the
-pin moves.
+The other contact surface is inheritance, which cannot live here: the methods of `DPOTrainer` (and of transformers'
+`Trainer` under it) that `SPOTrainer` overrides or calls, the attributes their `__init__` sets that it reads, and the
+outputs it reads from TRL's fused LM head. They are listed below as data, and `seam_problems` checks each one against
+the installed TRL: `tests/test_trl_compat.py` fails naming the seam when a release changes it, so drift is loud.
 """
 
+import inspect
 import warnings
 
 import trl
 from packaging.version import Version
+from trl import DPOTrainer
 from trl.cli.accelerate_config import resolve_accelerate_config_argument
 from trl.cli.commands.training import _subtract_subsequence as subtract_subsequence
 from trl.generation.vllm_generation import VLLMGeneration
@@ -58,6 +59,11 @@ if Version(trl.__version__).base_version.rsplit(".", 1)[0] != TESTED_TRL_MINOR:
     )
 
 __all__ = [
+    "CALLED_METHODS",
+    "FUSED_LM_HEAD_OUTPUTS",
+    "INSTANCE_ATTRIBUTES",
+    "OVERRIDDEN_METHODS",
+    "seam_problems",
     "ChunkedDivergenceFunction",
     "VLLMGeneration",
     "is_vllm_available",
@@ -121,3 +127,81 @@ def logit_transform(config) -> tuple[float, float | None]:
         scaling = text_config.logits_scaling
         scale = scaling if text_config.model_type == "hyperclovax" else 1 / scaling
     return (1.0 if scale is None else scale), softcap
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The inheritance seams
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Methods SPOTrainer overrides (calling the parent's), with the leading parameters it relies on.
+OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
+    "_prepare_dataset": ("dataset", "processing_class", "args", "dataset_name"),  # DPOTrainer: tokenisation
+    "_set_signature_columns_if_needed": (),  # Trainer: the columns the n-ary collator needs
+    "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),  # Trainer's loss hook
+    "get_batch_samples": ("epoch_iterator", "num_batches", "device"),  # Trainer: the prompts of a step's batches
+    "_save_checkpoint": ("model", "trial"),  # Trainer: the KL sampler's state goes with each checkpoint
+    "create_model_card": ("model_name", "dataset_name", "tags"),  # TRL's BaseTrainer
+    "train": ("resume_from_checkpoint",),  # Trainer: the KL sampler's state is restored on resume
+}
+
+# Methods SPOTrainer calls that are not part of the documented API, with the leading parameters it passes.
+CALLED_METHODS: dict[str, tuple[str, ...]] = {
+    "_get_output_dir": ("trial",),  # Trainer: where `_save_checkpoint` writes
+    "compute_loss_context_manager": (),  # Trainer: autocast for the reference forward on the samples
+}
+
+# Attributes the parents' `__init__` sets and SPOTrainer reads, and what for.
+INSTANCE_ATTRIBUTES: dict[str, str] = {
+    "_tokenizer": "the tokenizer inside `processing_class` (EOS and pad ids)",
+    "_is_vision_dataset": "the global KL refuses vision datasets",
+    "_metrics": "SPO's metrics are appended to DPO's, averaged at each log",
+    "_total_train_tokens": "the `num_tokens` metric",
+    "_tp_size": "the `num_tokens` metric under tensor parallelism",
+    "aux_loss_enabled": "the MoE router loss is added to SPO's loss",
+    "router_aux_loss_coef": "its weight",
+    "ref_model": "pi_ref of the KL term (`None` for PEFT: the adapter is disabled instead)",
+    "beta": "the weight of the KL term",
+}
+
+# Per-token outputs of TRL's fused LM head (`add_fused_lm_head`, which `DPOTrainer.__init__` installs with these
+# outputs) that SPOTrainer reads: the log-probs of the preference term, and DPO's token metrics.
+FUSED_LM_HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
+
+
+def _parameters(function) -> tuple[str, ...]:
+    return tuple(name for name in inspect.signature(function).parameters if name != "self")
+
+
+def seam_problems(trainer=None, fused_outputs=None) -> list[str]:
+    """
+    What changed in the installed TRL (and transformers) at the seams SPOTrainer relies on; empty if nothing did.
+
+    Args:
+        trainer (`SPOTrainer`, *optional*): a built trainer, to check the attributes `DPOTrainer.__init__` sets.
+        fused_outputs (*optional*): the output of `trainer.model(..., labels=..., fused_lm_head=True)`, to check the
+            fused LM head's fields.
+
+    Returns:
+        `list[str]`: one line per broken seam, naming it and what SPOTrainer needs from it.
+    """
+    problems = []
+    for kind, methods in (("overrides", OVERRIDDEN_METHODS), ("calls", CALLED_METHODS)):
+        for name, expected in methods.items():
+            method = inspect.getattr_static(DPOTrainer, name, None)
+            if method is None:
+                problems.append(f"DPOTrainer.{name} is gone (SPOTrainer {kind} it)")
+                continue
+            found = _parameters(getattr(DPOTrainer, name))
+            if found[: len(expected)] != expected:
+                problems.append(
+                    f"DPOTrainer.{name} takes {found}, SPOTrainer {kind} it with {expected} first: check the change"
+                )
+    if trainer is not None:
+        for name, why in INSTANCE_ATTRIBUTES.items():
+            if name not in vars(trainer):
+                problems.append(f"DPOTrainer.__init__ no longer sets `{name}` (SPOTrainer reads it: {why})")
+    if fused_outputs is not None:
+        for name in FUSED_LM_HEAD_OUTPUTS:
+            if getattr(fused_outputs, name, None) is None:
+                problems.append(f"the fused LM head no longer returns `{name}` (DPOTrainer used to request it)")
+    return problems

@@ -31,25 +31,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-
-USAGE = """\
-usage: trl-spo --config RECIPE.yaml [--accelerate_config NAME_OR_PATH] [--FIELD VALUE ...] [accelerate options]
-       trl-spo eval [--config EVAL.yaml] [--FIELD VALUE ...]
-       trl-spo bench {benchmarks} [options]
-
-Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one with DPO:
-
-  trl-spo --config recipes/tiny/spo.yaml                    a YAML recipe: every key is a field listed by --help
-  trl-spo --config recipe.yaml --alpha 0.5 --beta 0.01      flags override the recipe
-  trl-spo --config recipe.yaml --accelerate_config zero3    launch through accelerate (TRL's configs or a path)
-
-Options the training parser does not know (--num_processes, --config_file, ...) go to `accelerate launch`.
-`trl-spo eval --help`: win rates and useful entropy of a trained model. `trl-spo bench --help`: the benchmarks.
-`trl-spo --help`: every training field, SPO's own first."""
-
-BENCHMARKS = {
-    "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
-}
+from .benchmarks import BENCHMARKS
 
 
 class CommandLineError(ValueError):
@@ -165,7 +147,9 @@ def run_benchmark(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print(USAGE.format(benchmarks=",".join(BENCHMARKS)), file=sys.stderr)
+        from .scripts.spo import USAGE
+
+        print(USAGE, file=sys.stderr)
         return 2
     # Subcommands come first; anything else is a training command line, as with `trl dpo`.
     if argv[0] == "eval":

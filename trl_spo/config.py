@@ -19,9 +19,8 @@ from typing import Any
 from trl import DPOConfig
 
 
-REGULARIZERS = ("global_kl", "dataset_kl", "none")
+REGULARIZERS = ("global_kl", "dataset_kl")
 VLLM_MODES = ("colocate", "server")
-NARY_LOSS_TYPES = ("spo", "s_dpo", "pl_dpo")
 
 # DPOConfig fields with no SPO meaning: the value SPOConfig requires, and why any other value has no SPO meaning.
 DPO_ONLY_FIELDS = {
@@ -44,7 +43,7 @@ class SPOConfig(DPOConfig):
     r"""
     Configuration class for the [`SPOTrainer`].
 
-    SPO ([Soft Preference Optimization](https://arxiv.org/abs/2405.00747)) keeps every field of [`~trl.DPOConfig`] and
+    SPO ([Soft Preference Optimization](https://huggingface.co/papers/2405.00747)) keeps every field of [`~trl.DPOConfig`] and
     changes what two of them mean: the preference term has its own softness `alpha`, and `beta` weights a *global*
     token-wise KL(π_θ ‖ π_ref) measured on completions sampled online from the policy. DPO fields that have no meaning
     for SPO (other loss types, f-divergences, precomputed reference log-probs, ...) are rejected when set to anything
@@ -73,23 +72,17 @@ class SPOConfig(DPOConfig):
             changes the training dynamics but not the fixed point (Theorem 2). `0` gives μ = 1 ("SPO-basic"); the
             paper uses `0.01` without tuning. Must be `>= 0`.
         regularizer (`str`, *optional*, defaults to `"global_kl"`):
-            Regulariser added to the preference loss. `"global_kl"`: the paper's token-wise KL on online samples
+            Where the KL regulariser is measured. `"global_kl"`: the paper's token-wise KL on online samples
             (Eq. 13). `"dataset_kl"`: the paper's ablation "in-dataset (tokenwise)" (Table 6), the same token-wise KL
             measured on the dataset's own completions instead of on samples from the policy; no generation, but a
-            reference forward on every batch, as DPO has. `"none"`: the preference loss alone (no reference model,
-            no generation).
+            reference forward on every batch, as DPO has. `beta = 0` turns either off (no reference model, no
+            generation).
 
         > Parameters for best-of-n and ranked data (section 5 of the paper)
 
         rank_weight_decay (`float`, *optional*, defaults to `1.0`):
             η of the decayed rank weights `η^k μ_k` of Eq. 15 (App. E.3 uses `{1, 0.5}`). Must be `> 0`; `1`
             disables the decay. Only used with ranked data.
-        nary_loss_type (`str`, *optional*, defaults to `"spo"`):
-            Loss of the best-of-n / ranking path. `"spo"`: Eq. 14 / 15. The comparison baselines of the paper's
-            Tables 4-5: `"s_dpo"` ([S-DPO](https://huggingface.co/papers/2406.09215), best-of-n or ranked data) and
-            `"pl_dpo"` (Plackett-Luce DPO, [DPO paper](https://huggingface.co/papers/2305.18290) App. A.3, ranked
-            data). The baselines are DPO-family losses: `beta` is their DPO β, they read reference log-probs, and they
-            take no global KL (`regularizer` must be `"none"`).
 
         > Parameters that control the online samples for the global KL
 
@@ -182,8 +175,9 @@ class SPOConfig(DPOConfig):
     regularizer: str = field(
         default="global_kl",
         metadata={
-            "help": "Regulariser added to the preference loss: 'global_kl' (token-wise KL on online samples, Eq. 13), "
-            "'dataset_kl' (the same KL on the dataset's own completions: the paper's Table 6 ablation) or 'none'.",
+            "help": "Where the KL regulariser is measured: 'global_kl' (token-wise KL on online samples, Eq. 13) or "
+            "'dataset_kl' (the same KL on the dataset's own completions: the paper's Table 6 ablation). beta = 0 "
+            "turns it off.",
             "choices": list(REGULARIZERS),
         },
     )
@@ -196,16 +190,6 @@ class SPOConfig(DPOConfig):
             "disables the decay. Only used with ranked data."
         },
     )
-    nary_loss_type: str = field(
-        default="spo",
-        metadata={
-            "help": "Loss of the best-of-n / ranking path: 'spo' (Eq. 14/15), or the comparison baselines 's_dpo' "
-            "(softmax DPO) and 'pl_dpo' (Plackett-Luce DPO, ranked data). The baselines use `beta` as their DPO beta "
-            "and need regularizer='none'.",
-            "choices": list(NARY_LOSS_TYPES),
-        },
-    )
-
     # Parameters that control the online samples for the global KL
     generation_interval: int = field(
         default=8,
@@ -311,17 +295,17 @@ class SPOConfig(DPOConfig):
     @property
     def uses_global_kl(self) -> bool:
         """Whether the trainer samples online completions for the global KL."""
-        return self.regularizer == "global_kl" and self.beta > 0 and self.nary_loss_type == "spo"
+        return self.regularizer == "global_kl" and self.beta > 0
 
     @property
     def uses_dataset_kl(self) -> bool:
         """Whether the KL is measured on the dataset's completions (the Table 6 ablation)."""
-        return self.regularizer == "dataset_kl" and self.beta > 0 and self.nary_loss_type == "spo"
+        return self.regularizer == "dataset_kl" and self.beta > 0
 
     @property
     def needs_reference(self) -> bool:
-        """Whether the trainer reads the reference model: for a KL term, or for a DPO-family baseline."""
-        return self.uses_global_kl or self.uses_dataset_kl or self.nary_loss_type != "spo"
+        """Whether the trainer reads the reference model: only for the KL term."""
+        return self.uses_global_kl or self.uses_dataset_kl
 
     def _reject_dpo_only_fields(self):
         for name, (expected, why) in DPO_ONLY_FIELDS.items():
@@ -343,21 +327,14 @@ class SPOConfig(DPOConfig):
         check("alpha", is_number(self.alpha) and self.alpha >= 0, "a finite number >= 0")
         check("beta", is_number(self.beta) and self.beta >= 0, "a finite number >= 0")
         check("gamma", is_number(self.gamma) and self.gamma >= 0, "a finite number >= 0")
+        if self.regularizer == "none":
+            raise ValueError("`regularizer='none'` is gone: `beta=0` turns the KL regulariser off.")
         check("regularizer", self.regularizer in REGULARIZERS, f"one of {list(REGULARIZERS)}")
         check(
             "rank_weight_decay",
             is_number(self.rank_weight_decay) and self.rank_weight_decay > 0,
             "a finite number > 0",
         )
-        check("nary_loss_type", self.nary_loss_type in NARY_LOSS_TYPES, f"one of {list(NARY_LOSS_TYPES)}")
-        if self.nary_loss_type != "spo":
-            if self.regularizer != "none":
-                raise ValueError(
-                    f"`nary_loss_type={self.nary_loss_type!r}` is a DPO-family comparison baseline: it is regularised "
-                    "by its reference log-ratios, with `beta` as its DPO beta, and takes no global KL. Set "
-                    f"`regularizer='none'` (got {self.regularizer!r})."
-                )
-            check("beta", self.beta > 0, f"> 0: it is the DPO beta of `nary_loss_type={self.nary_loss_type!r}`")
         check(
             "generation_interval",
             isinstance(self.generation_interval, int) and self.generation_interval >= 1,

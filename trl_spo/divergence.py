@@ -49,19 +49,22 @@ def divergence_hints(model: torch.nn.Module, learning_rate: float) -> str:
     )
 
 
-def check_finite_terms(step: int, terms: dict[str, torch.Tensor], details: str, hints: str) -> None:
+def check_finite_terms(step: int, terms, hints: str) -> None:
     """
-    Raise `TrainingDivergedError` if any of the scalar loss `terms` is NaN or infinite.
+    Raise `TrainingDivergedError` if the preference loss or the KL term of a training micro-batch is NaN or infinite.
 
     Args:
-        step (`int`): the optimizer step being computed (the trainer's `global_step`).
-        terms (`dict[str, torch.Tensor]`): scalar tensors by the name a user knows them by (e.g. `"preference loss"`).
-        details (`str`): what else the caller knows, e.g. how many sequence log-probs were non-finite.
+        step (`int`): the optimizer step being computed, as the logs number it (the trainer's `global_step + 1`).
+        terms (`SPOTerms`): the micro-batch's terms; their sequence log-probs say how much of the batch diverged.
         hints (`str`): `divergence_hints(...)`.
     """
-    values = torch.stack([value.detach().float().reshape(()) for value in terms.values()]).tolist()
-    bad = [f"the {name} is {value}" for name, value in zip(terms, values) if not math.isfinite(value)]
+    values = {"preference loss": terms.row_losses.mean(), "KL term": terms.kl_term}
+    found = torch.stack([value.detach().float().reshape(()) for value in values.values()]).tolist()
+    bad = [f"the {name} is {value}" for name, value in zip(values, found) if not math.isfinite(value)]
     if bad:
+        logps = terms.response_logps[terms.response_mask]
+        num_bad = int((~torch.isfinite(logps)).sum())
+        details = f" ({num_bad} of {logps.numel()} sequence log-probs of the batch are non-finite)" if num_bad else ""
         raise TrainingDivergedError(f"SPO training diverged at step {step}: {', '.join(bad)}{details}. {hints}")
 
 

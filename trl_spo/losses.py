@@ -19,7 +19,9 @@ Appendix A. Equation numbers in this module are the paper's own.
 
 Every function takes sequence log-probabilities (`logp = sum of the completion's token log-probs`) and returns an
 unreduced per-example tensor: no trainer state, no hidden normalisation, no reduction over the batch. The caller
-averages. Conventions shared by all functions:
+averages. The preference losses of `PREFERENCE_LOSSES` share one signature, `(logps (B, n), winner_index (B,), alpha,
+weights, response_mask)`, whatever the data: pairs are n = 2 (computed with Eq. 8's own form, which Eq. 14 reduces to),
+best-of-n rows name their winner, and rankings are in preference order (winner 0). Conventions shared by all functions:
 
 - Precision: inputs are upcast to float32 (float64 stays float64) and the result is returned in that dtype, so a
   bf16 forward gets an fp32 loss while the gradient still flows back to the bf16 input as bf16.
@@ -40,11 +42,17 @@ import torch.nn.functional as F
 
 __all__ = [
     "PREFERENCE_LOSSES",
+    "dpo_plackett_luce_loss",
+    "dpo_softmax_loss",
     "get_preference_loss",
     "global_kl_per_sample",
+    "kendall_tau",
+    "spo_batch_mean",
     "spo_best_of_n_loss",
+    "spo_pairwise_grid_loss",
     "spo_pairwise_loss",
     "spo_ranking_loss",
+    "spo_ranking_sample_scores",
     "spo_ranking_sample_weights",
     "spo_sample_scores",
     "spo_sample_weights",
@@ -281,6 +289,7 @@ def spo_best_of_n_loss(
 
 def spo_ranking_loss(
     logps: torch.Tensor,
+    winner_index: torch.Tensor | None,
     alpha: float,
     weights: torch.Tensor | None = None,
     response_mask: torch.Tensor | None = None,
@@ -311,6 +320,8 @@ def spo_ranking_loss(
 
     Args:
         logps (`torch.Tensor`): logp_k in preference order, shape (B, n), n >= 2.
+        winner_index (`torch.Tensor` or `None`): shape (B,), all 0: in preference order the best response is first.
+            Taken for the signature shared with the other preference losses; `None` means 0.
         alpha (`float`): softness, finite and >= 0.
         weights (`torch.Tensor` or `None`): mu_k, shape (B, n-1), one per rank term. Detached here. `None`: ones.
         response_mask (`torch.Tensor` or `None`): bool, shape (B, n), a valid prefix per row. `None`: all valid.
@@ -321,6 +332,13 @@ def spo_ranking_loss(
     alpha = _check_scalar("alpha", alpha)
     dtype = _compute_dtype(logps, "logps")
     batch, n = _check_responses(logps)
+    if winner_index is not None:
+        _check_shape("winner_index", winner_index, (batch,), "(B,)")
+        if bool((winner_index != 0).any()):
+            raise ValueError(
+                "`winner_index` must be 0 for every row of a ranking: `logps` are in preference order, best first "
+                f"(reorder them with the ranking), found winners {sorted(set(winner_index.tolist()))}."
+            )
     mask = _response_mask(response_mask, logps, prefix=True)
     mu = _weights(weights, (batch, n - 1), "(B, n-1), one per rank term", dtype, logps.device)
     safe = torch.where(mask, logps.to(dtype), 0.0)
@@ -358,9 +376,10 @@ def spo_sample_scores(
         logp_j = log pi_theta(y_j | x): sequence log-prob of response j of the row (valid responses only).
         gamma >= 0: dampens the effect of very small probabilities (the paper uses 0.01); gamma = 0 gives s = 1.
 
-    Computed without gradient (mu is a stop-gradient constant, section 4). A trainer that averages s over the whole
-    optimiser batch (all micro-batches and ranks) gathers these scores and passes their mean to
-    `spo_sample_weights(..., batch_mean=...)`. For pairs use `logps = torch.stack([chosen_logps, rejected_logps], -1)`.
+    Computed without gradient (mu is a stop-gradient constant, section 4). A trainer that averages s over more rows
+    than it holds (e.g. the micro-batch of every process) takes `spo_batch_mean` of these scores across processes and
+    passes it to `spo_sample_weights(..., batch_mean=...)`. For pairs use
+    `logps = torch.stack([chosen_logps, rejected_logps], -1)`.
 
     Args:
         logps (`torch.Tensor`): logp_j, shape (B, n), n >= 1.
@@ -384,6 +403,33 @@ def spo_sample_scores(
 
 
 @torch.no_grad()
+def spo_batch_mean(
+    scores: torch.Tensor, valid: torch.Tensor | None = None, sum_across_processes: Callable | None = None
+) -> torch.Tensor:
+    """E_batch[s] of Eq. (12): the mean of the scores over the rows of the batch, per column, counting valid entries.
+
+    The one place the batch mean of mu is taken, locally or across the processes of a distributed run.
+
+    Args:
+        scores (`torch.Tensor`): s, shape (B,) for one score per row, or (B, T) for one per rank term.
+        valid (`torch.Tensor` or `None`): bool, like `scores`; which entries exist (a rank term needs two responses in
+            its suffix). `None`: all.
+        sum_across_processes (`Callable` or `None`): sums a `(2, T)` tensor of per-column totals and counts over the
+            processes (T may differ between them: pad with zeros). `None`: this process's rows only.
+
+    Returns:
+        `torch.Tensor`: the mean, shape () or (T,); a column with no valid entry gets 0.
+    """
+    column = scores if scores.ndim == 2 else scores.unsqueeze(-1)
+    valid = torch.ones_like(column, dtype=torch.bool) if valid is None else valid.reshape(column.shape)
+    totals = torch.stack([torch.where(valid, column, 0.0).sum(0), valid.sum(0).to(column.dtype)])
+    if sum_across_processes is not None:
+        totals = sum_across_processes(totals)[:, : column.shape[-1]]
+    mean = totals[0] / totals[1].clamp(min=1)
+    return mean if scores.ndim == 2 else mean.squeeze(-1)
+
+
+@torch.no_grad()
 def spo_sample_weights(
     logps: torch.Tensor,
     gamma: float,
@@ -399,8 +445,8 @@ def spo_sample_weights(
 
     Where:
         s: the row's score (`spo_sample_scores`), symmetric in the row's responses.
-        E_batch[s]: mean of s over the batch, `batch_mean` if given (the trainer's mean over the whole optimiser
-            batch, gathered across micro-batches and ranks), else the mean over these B rows.
+        E_batch[s]: mean of s over the batch, `batch_mean` if given (the trainer's: `spo_batch_mean` over the
+            micro-batch gathered across processes), else the mean over these B rows.
         gamma >= 0: exponent of Eq. (12); gamma = 0 gives mu = 1 exactly (SPO-basic), whatever `batch_mean` is.
 
     mu is symmetric (any permutation of a row's responses gives the same mu), lies in (0, 2), and carries no
@@ -419,7 +465,7 @@ def spo_sample_weights(
     if float(gamma) == 0:
         return scores  # exactly ones (Eq. 12 with gamma = 0 is uniform weighting)
     if batch_mean is None:
-        mean = scores.mean()
+        mean = spo_batch_mean(scores)
     else:
         mean = torch.as_tensor(batch_mean, device=scores.device).detach().to(scores.dtype)
         if mean.numel() != 1:
@@ -443,7 +489,8 @@ def spo_ranking_sample_scores(
         logp_j: sequence log-probs in preference order, best first.
         gamma >= 0: exponent of Eq. (12).
 
-    The trainer averages these over the batch (across ranks) and passes the mean to `spo_ranking_sample_weights`.
+    The trainer takes their `spo_batch_mean` (per term, across processes) and passes it to
+    `spo_ranking_sample_weights`.
 
     Args:
         logps (`torch.Tensor`): logp in preference order, shape (B, n), n >= 2.
@@ -513,7 +560,7 @@ def spo_ranking_sample_weights(
         scores = spo_ranking_sample_scores(logps, gamma, response_mask=mask)
         if batch_mean is None:
             # Eq. (12)'s batch average, per rank term, over the rows where that term exists.
-            mean = scores.sum(0) / term_valid.sum(0).clamp(min=1)
+            mean = spo_batch_mean(scores, term_valid)
         else:
             _check_shape("batch_mean", batch_mean, (n - 1,), "(n-1,), one per rank term")
             mean = batch_mean.detach().to(dtype)
@@ -562,7 +609,7 @@ def dpo_plackett_luce_loss(
     beta = _check_scalar("beta", beta, positive=True)
     _check_shape("reference_logps", reference_logps, tuple(policy_logps.shape), "(B, n) like `policy_logps`")
     log_ratios = policy_logps - reference_logps.detach()
-    return beta * spo_ranking_loss(log_ratios, beta, response_mask=response_mask)
+    return beta * spo_ranking_loss(log_ratios, None, beta, response_mask=response_mask)
 
 
 def dpo_softmax_loss(
@@ -677,15 +724,51 @@ def global_kl_per_sample(token_kl: torch.Tensor, completion_mask: torch.Tensor) 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def spo_pairwise_grid_loss(
+    logps: torch.Tensor,
+    winner_index: torch.Tensor,
+    alpha: float,
+    weights: torch.Tensor | None = None,
+    response_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. (8)/(10) in the signature the preference losses share: a pair is a row of n = 2.
+
+    Eq. (14) at n = 2 is Eq. (8) (tested); this computes pairs with Eq. (8)'s own softplus form, so training on pairs
+    is bit-for-bit `spo_pairwise_loss`.
+
+    Args:
+        logps (`torch.Tensor`): shape (B, 2), the pair's two sequence log-probs.
+        winner_index (`torch.Tensor`): shape (B,), the column of the chosen response (0 or 1).
+        alpha, weights: as in `spo_pairwise_loss`.
+        response_mask (`torch.Tensor` or `None`): shape (B, 2); both responses of a pair must exist.
+
+    Returns:
+        `torch.Tensor`: unreduced loss per pair, shape (B,).
+    """
+    batch, n = _check_responses(logps)
+    if n != 2:
+        raise ValueError(f"`logps` of pairs must have shape (B, 2), found {tuple(logps.shape)}.")
+    if response_mask is not None and not bool(_response_mask(response_mask, logps, prefix=False).all()):
+        raise ValueError("`response_mask` of pairs must be all True: a pair has both responses.")
+    _check_shape("winner_index", winner_index, (batch,), "(B,)")
+    rows = torch.arange(batch, device=logps.device)
+    winner_index = winner_index.long()
+    return spo_pairwise_loss(logps[rows, winner_index], logps[rows, 1 - winner_index], alpha, weights)
+
+
+# SPO's preference loss for each data format, all with the signature `(logps, winner_index, alpha, weights,
+# response_mask)`. Pairs are rows of n = 2, computed with Eq. (8)'s own form.
 PREFERENCE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "pairwise": spo_pairwise_loss,
+    "pairwise": spo_pairwise_grid_loss,
     "best_of_n": spo_best_of_n_loss,
     "ranking": spo_ranking_loss,
 }
 
 
 def get_preference_loss(name: str) -> Callable[..., torch.Tensor]:
-    """Return the preference loss registered under `name` (`"pairwise"`, `"best_of_n"` or `"ranking"`).
+    """Return SPO's preference loss for the data format `name` (`"pairwise"`, `"best_of_n"` or `"ranking"`).
+
+    Every loss takes `(logps (B, n), winner_index (B,), alpha, weights, response_mask)`.
 
     Args:
         name (`str`): key of `PREFERENCE_LOSSES`.

@@ -25,6 +25,9 @@ import re
 from importlib.metadata import version
 
 from huggingface_hub import ModelCard, ModelCardData
+from transformers import is_wandb_available
+
+from ._trl_compat import get_comet_experiment_url, get_config_model_id, get_trackio_space_url
 
 
 # docstyle-ignore
@@ -152,3 +155,49 @@ def spo_model_card(
         datasets_version=version("datasets"),
         tokenizers_version=version("tokenizers"),
     )
+
+
+def write_model_card(
+    trainer, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+) -> None:
+    """
+    Write an SPO trainer's model card to `output_dir/README.md` (the body of `SPOTrainer.create_model_card`).
+
+    The base model is the one the trainer was built from (a hub id or a local path), the model name defaults to the
+    output directory's name, and `pipeline(model=...)` points at the hub repo it is pushed to, else at that directory.
+    """
+    tags = {tags} if isinstance(tags, str) else set(tags or ())
+    tags.update(trainer._tag_names)
+    if "JOB_ID" in os.environ:
+        tags.add("hf_jobs")
+    args = trainer.args
+    settings = {
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "gamma": args.gamma,
+        "regularizer": args.regularizer,
+        "learning_rate": args.learning_rate,
+    }
+    if args.uses_global_kl:
+        settings |= {"generation_interval": args.generation_interval, "kl_batch_size": args.resolved_kl_batch_size}
+    settings["preference format"] = trainer.preference_format
+    wandb_url = None
+    if is_wandb_available():
+        import wandb
+
+        wandb_url = wandb.run.url if wandb.run is not None else None
+    card = spo_model_card(
+        base_model=get_config_model_id(trainer.model.config),
+        model_name=model_name or os.path.basename(os.path.normpath(args.output_dir)),
+        model_id=trainer.hub_model_id or args.output_dir,
+        dataset_name=dataset_name,
+        tags=sorted(tags),
+        spo_settings=settings,
+        paper=trainer._paper,
+        tracking_urls={
+            "Weights & Biases": wandb_url,
+            "Trackio": get_trackio_space_url(),
+            "Comet": get_comet_experiment_url(),
+        },
+    )
+    card.save(os.path.join(args.output_dir, "README.md"))

@@ -13,10 +13,12 @@
 # limitations under the License.
 
 """
-Online samples for the global KL (Algorithm 1 of the paper): the prompt pool, the sample buffer, generation, and the
-callback that refreshes the buffer every `generation_interval` optimizer steps.
+Online samples for the global KL (Algorithm 1 of the paper): the sample buffer, the prompt pool, generation (with
+`model.generate` or vLLM), and `OnlineKLSampler`, which owns their life cycle: the refresh every `generation_interval`
+optimizer steps, the shards of gradient accumulation, the metrics and the checkpoint state.
 """
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TrainerCallback
 
+from . import _trl_compat
 from ._trl_compat import flush_left, pad, unwrap_model_for_generation
 
 
@@ -210,6 +213,67 @@ def sample_completions_with_vllm(
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
 
 
+def eos_token_ids(tokenizer, model) -> list[int]:
+    """The tokens that end a sampled completion: the tokenizer's EOS and the model's generation-config EOS ids."""
+    model_eos = model.generation_config.eos_token_id
+    ids = {tokenizer.eos_token_id, *(model_eos if isinstance(model_eos, list) else [model_eos])}
+    return sorted(i for i in ids if i is not None)
+
+
+def kl_generation_config(tokenizer, eos_ids: Sequence[int], args) -> GenerationConfig:
+    """
+    The `GenerationConfig` of the KL samples, from SPOConfig's sampling fields (as GRPO builds its own).
+
+    Built from scratch rather than from the model's generation config, so an instruct model's defaults (a greedy
+    `do_sample=False`, a `top_p`) cannot turn Eq. 13's samples from pi_theta into something else.
+    """
+    settings = {
+        "max_new_tokens": args.max_completion_length,
+        "do_sample": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": list(eos_ids),
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+    }
+    return GenerationConfig(**(settings | (args.generation_kwargs or {})), disable_compile=True)
+
+
+def build_vllm_generation(model, accelerator, processing_class, args, max_num_seqs: int):
+    """TRL's `VLLMGeneration` configured from SPOConfig's `vllm_*` and sampling fields (as GRPO configures it)."""
+    if not _trl_compat.is_vllm_available():
+        raise ImportError("`use_vllm=True` needs vLLM: `pip install vllm` (on a machine with a supported GPU).")
+    return _trl_compat.VLLMGeneration(
+        model=model,
+        accelerator=accelerator,
+        processing_class=processing_class,
+        mode=args.vllm_mode,
+        server_base_url=args.vllm_server_base_url,
+        server_host=args.vllm_server_host,
+        server_port=args.vllm_server_port,
+        group_port=args.vllm_group_port,
+        server_timeout=args.vllm_server_timeout,
+        tensor_parallel_size=args.vllm_tensor_parallel_size,
+        gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+        max_model_length=args.vllm_max_model_length,
+        max_num_seqs=max_num_seqs * args.vllm_tensor_parallel_size,
+        enable_sleep_mode=args.vllm_enable_sleep_mode,
+        model_impl=args.vllm_model_impl,
+        trust_remote_code=args.trust_remote_code,
+        repetition_penalty=args.repetition_penalty,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=0.0 if args.min_p is None else args.min_p,
+        max_completion_length=args.max_completion_length,
+        logprobs=None,  # Eq. 13 recomputes the policy's distributions; vLLM's log-probs are not needed
+        generation_kwargs=args.generation_kwargs,
+    )
+
+
 def _left_pad(prompts: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompt ids and their attention mask, the layout `generate` expects."""
     ids = pad([torch.tensor(p, device=device) for p in prompts], padding_value=pad_token_id, padding_side="left")
@@ -242,64 +306,161 @@ def _samples_from_ids(
     )
 
 
-class OnlineKLSamplingCallback(TrainerCallback):
+class OnlineKLSampler(TrainerCallback):
     """
-    Refreshes the KL sample buffer every `generation_interval` optimizer steps (T in Algorithm 1).
+    The online samples of the global KL (Algorithm 1): prompt pool, sample buffer, refresh schedule, the shards of the
+    micro-batches, their metrics and their checkpoint state.
 
-    The refresh runs at the beginning of optimizer steps `0, T, 2T, ...`, before the first micro-batch, on every rank
-    at the same step (generation is collective under ZeRO-3). The callback also measures the share of wall time spent
-    refreshing (generation, plus the reference forward on the new samples) since the last log.
+    The trainer feeds it every training batch (`add_batch`), adds it as a callback, and asks it for the current
+    micro-batch's samples (`next_shard`). At the beginning of optimizer steps `0, T, 2T, ...` (and whenever the
+    buffer is missing) it draws `batch_size` completions for the most recent prompts and computes the reference
+    model's hidden states on them once; every rank does so at the same step (generation and the reference forward are
+    collective under ZeRO-3). Gradient accumulation spreads the buffer over the micro-batches of an optimizer step,
+    so the KL is paid once per step.
+
+    Metrics, written into the trainer's training metrics: `samples/mean_length`, `samples/clipped_ratio` (one value per
+    refresh) and `time/generation_share`, the share of wall time spent refreshing (generation and the reference
+    forward) in the logging window: a ratio of sums over the window, which a mean of per-step ratios would understate.
 
     Args:
-        refresh (`Callable[[int], None]`):
-            Draws new samples; called with the current optimizer step.
-        needs_refresh (`Callable[[], bool]`):
-            Whether the buffer is missing (first step, or resumed without one), which forces a refresh off-schedule.
-        restore (`Callable[[], None]`):
-            Called at `on_train_begin` to reload the buffer of a checkpoint being resumed.
+        draw (`Callable[[list[list[int]], int], KLSamples]`):
+            Samples one completion per prompt from the current policy; called with the prompts and the optimizer step.
+        reference_hidden_states (`Callable[[torch.Tensor, torch.Tensor], torch.Tensor]`):
+            The reference model's hidden states `(K, L - 1, H)` for `(input_ids, attention_mask)`, without gradient.
+        batch_size (`int`):
+            Completions per refresh (`kl_batch_size`).
+        pool_size (`int`):
+            Recent prompts kept to draw from.
         generation_interval (`int`):
-            Optimizer steps between two refreshes.
-        set_metric (`Callable[[str, float], None]`):
-            Where to write `time/generation_share` (it replaces the previous value: the share is a ratio of sums over
-            the logging window, which averaging per-step ratios would understate).
+            Optimizer steps between two refreshes (T in Algorithm 1).
+        max_completion_length (`int`):
+            Token limit of a completion, to count the clipped ones.
+        metrics (`dict[str, list[float]]`):
+            The trainer's training metrics, averaged at each log.
+        gather (`Callable[[torch.Tensor], torch.Tensor]`):
+            Gathers a tensor from every process, for the metrics.
+        device (`torch.device`):
+            Where restored samples go.
         clock (`Callable[[], float]`, *optional*, defaults to `time.perf_counter`):
             Seconds, for the share; tests pass a controlled clock.
     """
 
+    STATE_FILE = "spo_state_rank{rank}.pt"
+
     def __init__(
         self,
-        refresh: Callable[[int], None],
-        needs_refresh: Callable[[], bool],
-        restore: Callable[[], None],
+        draw: Callable[[list[list[int]], int], KLSamples],
+        reference_hidden_states: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        batch_size: int,
+        pool_size: int,
         generation_interval: int,
-        set_metric: Callable[[str, float], None],
+        max_completion_length: int,
+        metrics: dict[str, list[float]],
+        gather: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        self.refresh = refresh
-        self.needs_refresh = needs_refresh
-        self.restore = restore
+        self.draw = draw
+        self.reference_hidden_states = reference_hidden_states
+        self.batch_size = batch_size
+        self.prompts = RecentPrompts(capacity=pool_size)
         self.generation_interval = generation_interval
-        self.set_metric = set_metric
+        self.max_completion_length = max_completion_length
+        self.metrics = metrics
+        self.gather = gather
+        self.device = device
         self.clock = clock
+        self.samples: KLSamples | None = None
         self.num_refreshes = 0
-        self._step_start = None
-        self._generation_seconds = 0.0  # since the last log
+        self._shard_index = 0
+        self._step_start: float | None = None
+        self._refresh_seconds = 0.0  # since the last log
         self._step_seconds = 0.0
 
+    def add_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Remember the prompts of a training batch (fetched before its optimizer step begins)."""
+        self.prompts.add(prompts_from_batch(batch))
+
+    def refresh(self, step: int) -> None:
+        """Draw new samples from the current policy for the most recent prompts, and their reference hidden states."""
+        samples = self.draw(self.prompts.latest(self.batch_size), step)
+        samples.reference_hidden = self.reference_hidden_states(samples.input_ids, samples.attention_mask)
+        self.samples = samples
+        self.num_refreshes += 1
+        lengths = self.gather(samples.completion_lengths.float())
+        self.metrics["samples/mean_length"].append(lengths.mean().item())
+        self.metrics["samples/clipped_ratio"].append((lengths >= self.max_completion_length).float().mean().item())
+
+    def next_shard(self, num_micro_batches: int) -> KLSamples | None:
+        """
+        The samples of the next micro-batch: micro-batch i of an optimizer step with G micro-batches takes the i-th of
+        G slices of the buffer (`None` if that slice is empty). Every rank slices the same way, which keeps ZeRO-3's
+        collective forwards in step.
+        """
+        index = self._shard_index % num_micro_batches
+        self._shard_index = (index + 1) % num_micro_batches
+        shard = self.samples.shard(index, num_micro_batches)
+        return shard if len(shard) > 0 else None
+
+    # Schedule and timing
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.restore()
+        self._shard_index = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = self.clock()
-        if state.global_step % self.generation_interval == 0 or self.needs_refresh():
+        if self.samples is None or state.global_step % self.generation_interval == 0:
             self.refresh(state.global_step)
-            self.num_refreshes += 1
-            self._generation_seconds += self.clock() - self._step_start
+        elif self.samples.reference_hidden is None:  # restored from a checkpoint: the cache is not saved
+            self.samples.reference_hidden = self.reference_hidden_states(
+                self.samples.input_ids, self.samples.attention_mask
+            )
+        else:
+            return
+        self._refresh_seconds += self.clock() - self._step_start
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step_start is not None:
             self._step_seconds += self.clock() - self._step_start
-            self.set_metric("time/generation_share", self._generation_seconds / max(self._step_seconds, 1e-12))
+            self.metrics["time/generation_share"] = [self._refresh_seconds / max(self._step_seconds, 1e-12)]
 
     def on_log(self, args, state, control, **kwargs):
-        self._generation_seconds = self._step_seconds = 0.0
+        self._refresh_seconds = self._step_seconds = 0.0
+
+    # Checkpoints: the samples, the prompt pool and the refresh count are training state too
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume with the same samples; the reference cache is recomputed on the next step."""
+        return {
+            "kl_samples": None if self.samples is None else self.samples.state_dict(),
+            "recent_prompts": self.prompts.state_dict(),
+            "num_refreshes": self.num_refreshes,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        samples = state["kl_samples"]
+        self.samples = None if samples is None else KLSamples.from_state_dict(samples, self.device)
+        self.prompts.load_state_dict(state["recent_prompts"])
+        self.num_refreshes = state["num_refreshes"]
+        self._shard_index = 0
+
+    def save(self, checkpoint_dir: str, rank: int) -> None:
+        torch.save(self.state_dict(), os.path.join(checkpoint_dir, self.STATE_FILE.format(rank=rank)))
+
+    def load(self, checkpoint_dir: str, rank: int) -> None:
+        """Restore the state saved with a checkpoint, with a clear error if it is missing or damaged."""
+        path = os.path.join(checkpoint_dir, self.STATE_FILE.format(rank=rank))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"The checkpoint {checkpoint_dir} has no SPO state ({os.path.basename(path)}): it holds the KL samples "
+                "that the run was using. Resume from a checkpoint written by SPOTrainer with the global KL on, and "
+                "the same number of processes."
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.load_state_dict(state)
+        except Exception as error:  # a truncated file fails in many ways; all of them mean the same thing here
+            raise ValueError(
+                f"The SPO state {path} of checkpoint {checkpoint_dir} is corrupt or partial ({error!r}); the run that "
+                "wrote it was probably stopped while saving. Resume from an earlier checkpoint."
+            ) from error

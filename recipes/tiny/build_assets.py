@@ -48,8 +48,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+from transformers import Qwen2ForCausalLM, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
+
+from trl_spo.tiny_models import tiny_qwen2
 
 
 # Each category lists its answers from most to least rewarded; rewards are spread linearly over [REWARD_MAX,
@@ -252,20 +254,7 @@ def pretraining_texts(
 
 
 def build_model(tokenizer: Qwen2Tokenizer) -> Qwen2ForCausalLM:
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=256,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return Qwen2ForCausalLM(config).float()
+    return tiny_qwen2(tokenizer, hidden_size=64, intermediate_size=256)
 
 
 def pretrain(
@@ -424,9 +413,6 @@ def main() -> None:
     for stale in model_dir.iterdir():
         if stale.is_file() and stale.suffix in (".json", ".safetensors", ".jinja", ".txt", ".bin"):
             stale.unlink()
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
 

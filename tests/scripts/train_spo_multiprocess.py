@@ -74,13 +74,13 @@ def main(output_dir: str, overrides: dict, save_parameters: bool) -> None:
 
     trl_spo.trainer.global_kl_per_sample = counting_kl
     pair_logps = []  # per step: the (chosen, rejected) log-probs of every row of the global batch, as logged
-    log_pairwise = trainer._log_pairwise
+    preference_metrics = trl_spo.trainer.preference_metrics
 
-    def recording_log_pairwise(metrics, logps):
-        pair_logps.append(logps.tolist())
-        return log_pairwise(metrics, logps)
+    def recording_preference_metrics(terms, batch, preference_format, alpha, gather, pad_across_processes):
+        pair_logps.append(gather(terms.response_logps).tolist())  # every rank gathers: a collective call
+        return preference_metrics(terms, batch, preference_format, alpha, gather, pad_across_processes)
 
-    trainer._log_pairwise = recording_log_pairwise
+    trl_spo.trainer.preference_metrics = recording_preference_metrics
     trainer.train()
     final = named_parameters(trainer)
     parameters = torch.cat([param.flatten() for param in final.values()])
@@ -88,7 +88,7 @@ def main(output_dir: str, overrides: dict, save_parameters: bool) -> None:
         "parameters": parameters.double().sum().item(),
         "parameters_abs": parameters.double().abs().sum().item(),
         "kl_steps": kl_steps,
-        "refreshes": trainer.kl_sampling_callback.num_refreshes if trainer.kl_sampling_callback else 0,
+        "refreshes": trainer.kl_sampler.num_refreshes if trainer.kl_sampler else 0,
         "num_processes": trainer.accelerator.num_processes,
         "num_parameters": parameters.numel(),
         "distributed_type": str(trainer.accelerator.distributed_type),

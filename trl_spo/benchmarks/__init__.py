@@ -13,3 +13,9 @@
 # limitations under the License.
 
 """Benchmarks that ship with the package, run by `trl-spo bench <name>`."""
+
+# Name -> (module with a `main(argv, prog)`, what it measures). Modules are imported only when their benchmark runs.
+BENCHMARKS = {
+    "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
+    "step_cost": ("trl_spo.benchmarks.step_cost", "time and peak memory of an SPO step against a DPO step"),
+}

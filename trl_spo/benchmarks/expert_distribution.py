@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from .expert_task import (
     ExpertTask,
@@ -253,6 +253,7 @@ def train_one(
             processing_class=tokenizer,
             callbacks=[tracker] if progress is None else [tracker, progress],
         )
+        trainer.remove_callback(PrinterCallback)  # the progress lines replace a dict of metrics every 16 steps
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -273,7 +274,7 @@ def target_alpha(setting: dict) -> float:
     return setting["alpha"] if setting["method"] == "spo" else 1.0
 
 
-def summarise(result: dict, task: ExpertTask, reference: torch.Tensor) -> dict:
+def summarize_setting(result: dict, task: ExpertTask, reference: torch.Tensor) -> dict:
     """The table row of one run: distances to its target and to `pi_ref`, all exact over `Y`."""
     setting = result["setting"]
     pi = torch.tensor(result["final"], dtype=torch.float64)
@@ -390,14 +391,14 @@ def run(config: BenchmarkConfig, output_dir: Path, command: str, doc: Path | Non
                 index, len(config.settings), setting.name, index * config.max_steps, seconds_before, log=log
             )
             results.append(train_one(setting, config, task, tokenizer, reference_dir, dataset, progress))
-            row = summarise(results[-1], task, reference)
+            row = summarize_setting(results[-1], task, reference)
             log(
                 f"{row['name']}: TV to target {_fmt(row['tv_to_target'])}, entropy {_fmt(row['entropy'])} "
                 f"(target {_fmt(row['target_entropy'])}), max π {_fmt(row['max_prob'])}, "
                 f"KL to π_ref {_fmt(row['kl_to_reference'])} ({row['seconds']:.1f} s)"
             )
     total_seconds = time.perf_counter() - start
-    rows = [summarise(result, task, reference) for result in results]
+    rows = [summarize_setting(result, task, reference) for result in results]
     caption = (
         f"Expert-distribution benchmark, seed {config.seed}: {config.num_pairs} Bradley-Terry pairs over "
         f"|Y| = {len(task.responses)} responses, {config.max_steps} steps of {config.batch_size} pairs per setting, "

@@ -187,23 +187,16 @@ def build_reference_model(tokenizer, task: ExpertTask, seed: int, steps: int = 3
     A tiny Qwen2 LM fitted to `task.reference_distribution()` by minimising the exact cross-entropy
     `-sum_y q(y) log pi(y + EOS | prompt)` over `Y` (full batch, no sampling noise).
     """
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from ..tiny_models import tiny_qwen2
 
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
+    model = tiny_qwen2(
+        tokenizer,
         hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         intermediate_size=128,
         max_position_embeddings=32,
         tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        seed=seed,
     )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).float()
     target = task.reference_distribution().float()
     prompt_ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     completions = response_token_ids(tokenizer, task)
@@ -217,7 +210,4 @@ def build_reference_model(tokenizer, task: ExpertTask, seed: int, steps: int = 3
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return model.eval()

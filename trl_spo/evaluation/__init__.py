@@ -12,16 +12,24 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Evaluation of a policy as in the paper's section 7: win rate, length-controlled win rate, useful entropy."""
+"""
+Evaluation of a policy as in the paper's section 7: win rate, length-controlled win rate, useful entropy.
+
+`metrics` (pure functions), `judges` (judges, their factory, the two-order comparison), `generation` (sampling answers
+and scoring them), `report` (the summary), `runner` (`evaluate`, which ties them together), `cli` (`trl-spo eval`).
+"""
 
 from .config import EvalArguments
 from .judges import (
+    JUDGES,
     JudgeAttemptError,
     JudgeError,
     OpenAIChatJudge,
     PairwiseJudge,
     RewardModelJudge,
     Verdict,
+    build_judge,
+    judge_comparisons,
     parse_ab_reply,
 )
 from .metrics import (
@@ -41,7 +49,7 @@ from .metrics import (
     useful_entropy,
     win_rate,
 )
-from .runner import JUDGES, build_judge, evaluate, judge_comparisons
+from .runner import evaluate
 
 
 __all__ = [

@@ -35,12 +35,17 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .config import EvalArguments
+from .metrics import comparison_score
+
 
 __all__ = [
+    "JUDGES",
     "DEFAULT_JUDGE_SYSTEM_PROMPT",
     "DEFAULT_JUDGE_USER_TEMPLATE",
     "JudgeAttemptError",
@@ -49,6 +54,8 @@ __all__ = [
     "PairwiseJudge",
     "RewardModelJudge",
     "Verdict",
+    "build_judge",
+    "judge_comparisons",
     "parse_ab_reply",
 ]
 
@@ -439,3 +446,98 @@ class OpenAIChatJudge(PairwiseJudge):
             "system_prompt": self.system_prompt,
             "user_template": self.user_template,
         }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The judge factory and the two-order comparison
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _reward_model_judge(args: EvalArguments) -> PairwiseJudge:
+    return RewardModelJudge(
+        args.judge_model,
+        batch_size=args.judge_batch_size,
+        use_chat_template=args.judge_use_chat_template,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _openai_judge(args: EvalArguments) -> PairwiseJudge:
+    return OpenAIChatJudge(
+        base_url=args.judge_url,
+        model=args.judge_model,
+        # "" rather than None when the variable is unset: None would fall back to OPENAI_API_KEY, which the user did
+        # not ask for if they named another variable.
+        api_key=os.environ.get(args.judge_api_key_env, ""),
+        timeout=args.judge_timeout,
+        max_retries=args.judge_max_retries,
+        retry_backoff_seconds=args.judge_retry_backoff_seconds,
+        max_tokens=args.judge_max_tokens,
+        system_prompt=args.judge_system_prompt,
+        user_template=args.judge_user_template,
+    )
+
+
+JUDGES = {"reward_model": _reward_model_judge, "openai": _openai_judge}
+
+
+def build_judge(args: EvalArguments) -> PairwiseJudge:
+    """The judge that `args.judge` names, configured from the `judge_*` fields."""
+    if args.judge not in JUDGES:
+        raise ValueError(f"`judge` must be one of {sorted(JUDGES)}, found {args.judge!r}.")
+    return JUDGES[args.judge](args)
+
+
+ORDERS = ("model_first", "reference_first")
+
+
+def _judge_order(judge: PairwiseJudge, prompt: str, answer_a: str, answer_b: str) -> dict[str, Any]:
+    try:
+        verdict = judge.judge(prompt, answer_a, answer_b)
+    except JudgeError as error:
+        return {"verdict": None, "raw": None, "attempts": error.attempts, "error": error.last_error}
+    return {"verdict": verdict.verdict, "raw": verdict.raw, "attempts": verdict.attempts, "error": None}
+
+
+def judge_comparisons(
+    judge: PairwiseJudge, comparisons: Sequence[tuple[str, str, str]], num_workers: int = 1
+) -> list[dict[str, Any]]:
+    """
+    Judge each `(prompt, completion, reference)` in both orders.
+
+    Returns, per comparison: `{"judgements": {"model_first": ..., "reference_first": ...}, "score", "failed",
+    "error", "attempts"}`. Each order holds `verdict` (P(position A is better)), `model_score` (the model's outcome in
+    that order), `raw`, `attempts` and `error`. A comparison fails if either order failed (after the judge's retries):
+    `score` is then `None` and `error` names the failed order(s).
+    """
+    judge.prefetch([(p, answer) for p, completion, reference in comparisons for answer in (completion, reference)])
+    calls = []
+    for prompt, completion, reference in comparisons:
+        calls.append((prompt, completion, reference))  # model_first: the model's answer in position A
+        calls.append((prompt, reference, completion))  # reference_first
+    if num_workers > 1:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            outcomes = list(pool.map(lambda call: _judge_order(judge, *call), calls))
+    else:
+        outcomes = [_judge_order(judge, *call) for call in calls]
+
+    results = []
+    for k in range(len(comparisons)):
+        orders = dict(zip(ORDERS, outcomes[2 * k : 2 * k + 2]))
+        first, second = orders["model_first"], orders["reference_first"]
+        first["model_score"] = first["verdict"]
+        second["model_score"] = None if second["verdict"] is None else 1.0 - second["verdict"]
+        score = comparison_score(first["verdict"], second["verdict"])
+        errors = [f"{name}: {o['error']}" for name, o in orders.items() if o["error"] is not None]
+        results.append(
+            {
+                "judgements": orders,
+                "score": score,
+                "failed": score is None,
+                "error": "; ".join(errors) or None,
+                "attempts": first["attempts"] + second["attempts"],
+            }
+        )
+    return results

@@ -273,7 +273,7 @@ def length_controlled_win_rate(
     Length-controlled (LC) win rate in the spirit of AlpacaEval 2: the win rate the judge would give at equal length.
 
     Paper: Dubois et al. 2024, "Length-Controlled AlpacaEval: A Simple Way to Debias Automatic Evaluators"
-    (https://arxiv.org/abs/2404.04475), used for the LC column of Table 1. AlpacaEval 2's GLM also has per-instruction
+    (https://huggingface.co/papers/2404.04475), used for the LC column of Table 1. AlpacaEval 2's GLM also has per-instruction
     terms fitted across many models; with one model and one reference only the length term is identifiable, so this is
     the single-model reduction of it, not a reimplementation of the AlpacaEval leaderboard number.
 

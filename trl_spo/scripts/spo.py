@@ -50,8 +50,25 @@ import argparse
 import math
 from dataclasses import fields
 
+from trl_spo.benchmarks import BENCHMARKS
 
-# Metrics summarised at the end of a run, first logged value -> last logged value
+
+USAGE = f"""\
+usage: trl-spo --config RECIPE.yaml [--accelerate_config NAME_OR_PATH] [--FIELD VALUE ...] [accelerate options]
+       trl-spo eval [--config EVAL.yaml] [--FIELD VALUE ...]
+       trl-spo bench {{{",".join(BENCHMARKS)}}} [options]
+
+Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one with DPO:
+
+  trl-spo --config recipes/tiny/spo.yaml                    a YAML recipe: every key is a field listed by --help
+  trl-spo --config recipe.yaml --alpha 0.5 --beta 0.01      flags override the recipe
+  trl-spo --config recipe.yaml --accelerate_config zero3    launch through accelerate (TRL's configs or a path)
+
+Options the training parser does not know (--num_processes, --config_file, ...) go to `accelerate launch`.
+`trl-spo eval --help`: win rates and useful entropy of a trained model. `trl-spo bench --help`: the benchmarks.
+`trl-spo --help`: every training field, SPO's own first."""
+
+# Metrics summarized at the end of a run, first logged value -> last logged value
 SUMMARY_METRICS = (
     "loss",
     "loss/preference",
@@ -103,7 +120,7 @@ def main(script_args, training_args, model_args, dataset_args):
     if note:
         trainer.accelerator.print(note)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.accelerator.print(summarize(trainer.state.log_history, note))
+    trainer.accelerator.print(summarize_run(trainer.state.log_history, note))
 
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
@@ -116,7 +133,7 @@ def main(script_args, training_args, model_args, dataset_args):
 
 def loss_scale_note(args) -> str | None:
     """Why `loss` reads ~100x DPO's at alpha = 0.01, for the start and the end of a run; `None` if it does not."""
-    if args.nary_loss_type != "spo" or args.alpha == 0:
+    if not args.alpha:  # alpha = 0 (Eq. 9) or a DPO-family baseline
         return None
     return (
         f"Note: SPO's preference loss is DPO's log-loss divided by alpha (Eq. 8), so with alpha = {args.alpha:g} it "
@@ -125,7 +142,7 @@ def loss_scale_note(args) -> str | None:
     )
 
 
-def summarize(log_history: list[dict], note: str | None = None) -> str:
+def summarize_run(log_history: list[dict], note: str | None = None) -> str:
     """
     A table of what the run measured: each metric's first and last logged value, for training and evaluation,
     followed by `note` (e.g. `loss_scale_note`).
@@ -150,12 +167,11 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
     from trl_spo import SPOConfig
-    from trl_spo.cli import BENCHMARKS, USAGE
 
     dataclass_types = (ScriptArguments, SPOConfig, ModelConfig, DatasetMixtureConfig)
     if subparsers is not None:
         return subparsers.add_parser("spo", help="Run the SPO training script", dataclass_types=dataclass_types)
-    usage, _, description = USAGE.format(benchmarks=",".join(BENCHMARKS)).partition("\n\n")
+    usage, _, description = USAGE.partition("\n\n")
     parser = TrlParser(
         dataclass_types,
         prog=prog,

@@ -18,10 +18,10 @@ Both trainers run in this one process, on the same locally built model, data, ba
 (Llama-2's vocabulary; the embedding is padded beyond the tokenizer, as many released checkpoints are), where the
 full-vocabulary projections dominate. Nothing is downloaded. From the repository root:
 
-    python benchmarks/step_cost.py                               # the defaults: 4-5 minutes on 2 idle CPU cores
-    python benchmarks/step_cost.py --output /tmp/step_cost.md    # also write the Markdown report to a file
-    python benchmarks/step_cost.py --mmap-threshold 65536        # peak memory closer to live tensors (see below)
-    python benchmarks/step_cost.py --configs small --small-repeats 1   # a quick look
+    trl-spo bench step_cost                               # the defaults: 4-5 minutes on 2 idle CPU cores
+    trl-spo bench step_cost --output /tmp/step_cost.md    # also write the Markdown report to a file
+    trl-spo bench step_cost --mmap-threshold 65536        # peak memory closer to live tensors (see below)
+    trl-spo bench step_cost --configs small --small-repeats 1   # a quick look
 
 What is measured (docs/benchmarks.md discusses the results):
 
@@ -73,16 +73,14 @@ import trl  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
-    GenerationConfig,
     PreTrainedTokenizerFast,
     PrinterCallback,
-    Qwen2Config,
-    Qwen2ForCausalLM,
     TrainerCallback,
 )
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from trl_spo import SPOConfig, SPOTrainer  # noqa: E402
+from trl_spo.tiny_models import tiny_qwen2  # noqa: E402
 
 
 EOS_TOKEN = "<|endoftext|>"
@@ -164,23 +162,16 @@ def build_rows(rng: random.Random, tokenizer, num_rows: int, completion_length: 
 
 def save_model(path: Path, tokenizer, vocab_size: int, hidden_size: int, num_layers: int, seed: int) -> int:
     """Save a random-init `Qwen2ForCausalLM` (fp32, tied embeddings like the small Qwen2 models) and the tokenizer."""
-    config = Qwen2Config(
+    model = tiny_qwen2(
+        tokenizer,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=max(1, hidden_size // 32),
         num_key_value_heads=max(1, hidden_size // 64),
+        intermediate_size=4 * hidden_size,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).float()
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        seed=seed,
     )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -279,14 +270,14 @@ def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, wa
                 processing_class=tokenizer,
                 callbacks=[timer],
             )
-            refresh = trainer.kl_sampling_callback.refresh
+            refresh = trainer.kl_sampler.refresh
 
             def timed_refresh(step: int) -> None:
                 start = time.perf_counter()
                 refresh(step)
                 refreshes.append((step, time.perf_counter() - start))
 
-            trainer.kl_sampling_callback.refresh = timed_refresh
+            trainer.kl_sampler.refresh = timed_refresh
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training log dict
         assert not trainer.args.gradient_checkpointing
 
@@ -318,9 +309,9 @@ def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, wa
 # Main
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", default=["small", "wide"], choices=["small", "wide"])
     parser.add_argument("--bpe-vocab", type=int, default=512, help="size of the byte-level BPE (the small vocabulary)")
@@ -402,8 +393,8 @@ def summarize(config: str, vocab: int, num_params: int, runs: dict[str, list[Run
     return row, note
 
 
-def main():
-    args = parse_args()
+def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -> int:
+    args = parse_args(argv, prog)
     warnings.filterwarnings("ignore", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -531,7 +522,8 @@ def main():
     print(f"\n{report}\n\n(total {time.perf_counter() - started:.0f} s)")
     if args.output:
         args.output.write_text(report + "\n", encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(prog="python -m trl_spo.benchmarks.step_cost"))
