@@ -748,7 +748,7 @@ def generate_base_samples(
     top-p 1): the model's own distribution, which the KL term of SPO and the win rate both refer to.
 
     Prompts are rendered with the chat template (generation prompt added); generation stops at the tokenizer's EOS
-    (`<|im_end|>` for SmolLM2) or after `max_new_tokens`. Uses `trl_spo.evaluation.runner`'s sampler.
+    (`<|im_end|>` for SmolLM2) or after `max_new_tokens`. Uses `trl_spo.evaluation.generation`'s sampler.
 
     Returns:
         `list[dict]`: [`sample_rows`] rows, in the order of `rows`.
@@ -756,7 +756,7 @@ def generate_base_samples(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from ..evaluation.runner import encode_prompt, generation_config_for, sample_completions
+    from ..evaluation.generation import encode_prompt, generation_config_for, sample_answers
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -767,7 +767,7 @@ def generate_base_samples(
     for first in range(0, len(rows), batch_size):
         batch = rows[first : first + batch_size]
         prompt_ids = [encode_prompt(tokenizer, row["prompt"]) for row in batch]
-        completions = sample_completions(model, tokenizer, prompt_ids, num_samples, config, batch_size)
+        completions = sample_answers(model, tokenizer, prompt_ids, num_samples, config, batch_size)
         for k in range(len(batch)):
             drawn = completions[k * num_samples : (k + 1) * num_samples]
             answers.append([tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in drawn])
