@@ -114,7 +114,7 @@ def train_three_steps(tmp_path, model_path: str, dataset: Dataset, learning_rate
 
 def assert_samples_stop_at_eos(trainer, tokenizer):
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    samples = trainer._kl_samples
+    samples = trainer.kl_sampler.samples
     finished = 0
     for ids, mask in zip(samples.input_ids, samples.completion_mask):
         completion = ids[mask.bool()].tolist()
