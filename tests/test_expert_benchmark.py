@@ -25,12 +25,10 @@ import torch
 
 from trl_spo.benchmarks.expert_distribution import (
     BenchmarkConfig,
-    ProgressPrinter,
     Setting,
     markdown_table,
     run,
     summarize_setting,
-    update_doc,
 )
 from trl_spo.benchmarks.expert_task import (
     PROMPT,
@@ -44,6 +42,7 @@ from trl_spo.benchmarks.expert_task import (
     response_token_ids,
     total_variation,
 )
+from trl_spo.benchmarks.reporting import ProgressPrinter, update_doc
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

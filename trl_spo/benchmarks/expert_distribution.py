@@ -50,6 +50,7 @@ from .expert_task import (
     kl_divergence,
     total_variation,
 )
+from .reporting import ProgressPrinter, update_doc
 
 
 @dataclass(frozen=True)
@@ -149,46 +150,6 @@ class DistributionTracker(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self.record(model, state.global_step)
-
-
-class ProgressPrinter(TrainerCallback):
-    """
-    One line at the start of a setting and every eighth of its steps: which setting, which step, time spent, and an
-    estimate of what is left, for the setting and for the whole benchmark (from the mean time per step so far).
-
-    Args:
-        index (`int`): 0-based position of the setting.
-        num_settings (`int`): settings in the benchmark.
-        name (`str`): the setting's name.
-        steps_before (`int`): optimizer steps of the settings already done.
-        seconds_before (`float`): their training time.
-        log (`Callable[[str], None]`): where lines go.
-        clock (`Callable[[], float]`): seconds.
-    """
-
-    def __init__(self, index, num_settings, name, steps_before, seconds_before, log=print, clock=time.perf_counter):
-        self.index, self.num_settings, self.name = index, num_settings, name
-        self.steps_before, self.seconds_before = steps_before, seconds_before
-        self.log, self.clock = log, clock
-        self.start = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = self.clock()
-        self.log(f"[{self.index + 1}/{self.num_settings}] {self.name}: training {state.max_steps} steps")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        every = max(1, state.max_steps // 8)
-        if state.global_step % every and state.global_step != state.max_steps:
-            return
-        elapsed = self.clock() - self.start
-        per_step = (self.seconds_before + elapsed) / (self.steps_before + state.global_step)
-        left_here = state.max_steps - state.global_step
-        left_all = left_here + (self.num_settings - self.index - 1) * state.max_steps
-        self.log(
-            f"[{self.index + 1}/{self.num_settings}] {self.name}: step {state.global_step}/{state.max_steps} "
-            f"({100 * state.global_step / state.max_steps:.0f}%), {elapsed:.0f} s; about {per_step * left_here:.0f} s "
-            f"left in this setting, {per_step * left_all / 60:.1f} min in all"
-        )
 
 
 def training_arguments(setting: Setting, config: BenchmarkConfig, output_dir: str):
@@ -356,18 +317,6 @@ def plot(results: list[dict], task: ExpertTask, reference: torch.Tensor, path: P
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def update_doc(doc: Path, block: str, name: str = "expert-distribution") -> None:
-    """Replace what stands between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in `doc` with `block`."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = doc.read_text()
-    if begin not in text or end not in text:
-        found = [marker for marker in (begin, end) if marker in text] or "neither"
-        raise ValueError(f"{doc} must contain the markers {begin} and {end}; found {found}")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    doc.write_text(f"{head}{begin}\n{block}{end}{tail}")
 
 
 def run(config: BenchmarkConfig, output_dir: Path, command: str, doc: Path | None = None, log=print) -> list[dict]:
