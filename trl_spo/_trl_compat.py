@@ -28,22 +28,27 @@ the installed TRL: `tests/test_trl_compat.py` fails naming the seam when a relea
 
 import inspect
 import warnings
+from types import SimpleNamespace
 
 import trl
 from packaging.version import Version
+from torch.distributed.tensor import DTensor
 from trl import DPOTrainer
 from trl.cli.accelerate_config import resolve_accelerate_config_argument
 from trl.cli.commands.training import _subtract_subsequence as subtract_subsequence
 from trl.generation.vllm_generation import VLLMGeneration
 from trl.import_utils import is_vllm_available
+from trl.kernels import ChunkedLogProbFunction
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 from trl.models.utils import _ForwardRedirection, disable_gradient_checkpointing, unwrap_model_for_generation
+from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE as LOG_PROB_CHUNK_SIZE
 from trl.trainer.utils import (
     flush_left,
     get_comet_experiment_url,
     get_config_model_id,
     get_trackio_space_url,
     global_then_local_main_first,
+    maybe_gather_lm_head_ctx,
     pad,
     use_adapter,
 )
@@ -74,6 +79,7 @@ __all__ = [
     "get_trackio_space_url",
     "forward_through_wrapper",
     "global_then_local_main_first",
+    "lm_head_token_outputs",
     "logit_transform",
     "pad",
     "reference_adapter",
@@ -127,6 +133,49 @@ def logit_transform(config) -> tuple[float, float | None]:
         scaling = text_config.logits_scaling
         scale = scaling if text_config.model_type == "hyperclovax" else 1 / scaling
     return (1.0 if scale is None else scale), softcap
+
+
+def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...] = ("log_probs",)) -> SimpleNamespace:
+    """
+    TRL's fused LM head (`add_fused_lm_head`) applied to hidden states the caller already has.
+
+    `model(..., labels=labels, fused_lm_head=True)` runs the backbone and then this projection; SPOTrainer runs the
+    backbone once for its preference sequences and its KL samples together (`trl_spo.forward`), so it needs the head on
+    its own. Same kernel, scale and soft-capping as TRL's; one difference: only the positions whose label is not -100
+    are projected on every device (TRL projects every position on devices without Triton, to keep tile shapes stable
+    for compilers such as Neuron's; on CPU and GPU that is only wasted work).
+
+    Args:
+        model: the unwrapped causal LM (or PEFT model) whose LM head scores the positions.
+        hidden_states (`torch.Tensor`, shape `(B, T, H)`): hidden states, position t predicting `labels[:, t]`.
+        labels (`torch.Tensor`, shape `(B, T)`): next-token ids, -100 where nothing is scored.
+        outputs (`tuple[str, ...]`): fields besides `log_probs`, among `entropy`, `mean_logits`, `is_top1`,
+            `log_sum_sq_probs`.
+
+    Returns:
+        A namespace with one `(B, T)` tensor per requested field (0 where the label is -100), the others `None`.
+    """
+    lm_head = model.get_output_embeddings()
+    weight, bias = lm_head.weight, lm_head.bias
+    if isinstance(weight, DTensor):  # FSDP2: one gather instead of one per chunk
+        weight = weight.full_tensor()
+        bias = None if bias is None else bias.full_tensor()
+    scale, softcap = logit_transform(model.config)
+    hidden_states = hidden_states.to(weight.device)
+    labels = labels.to(weight.device)
+    mask = labels != -100
+    with maybe_gather_lm_head_ctx(weight, bias):
+        per_token = ChunkedLogProbFunction.apply(
+            hidden_states[mask], weight, bias, labels[mask], 1.0, LOG_PROB_CHUNK_SIZE, softcap, scale, outputs
+        )
+    names = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    # `masked_scatter` keeps the output connected to the model even when no label is valid.
+    return SimpleNamespace(
+        **{
+            name: None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x)
+            for name, x in zip(names, per_token)
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

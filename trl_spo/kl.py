@@ -23,7 +23,6 @@ KL(student ‖ teacher), here KL(policy ‖ reference)).
 from dataclasses import dataclass
 
 import torch
-from accelerate.utils import is_peft_model
 
 from ._trl_compat import ChunkedDivergenceFunction, logit_transform
 
@@ -46,19 +45,6 @@ class TokenKL:
     kl: torch.Tensor
     entropy: torch.Tensor
     mask: torch.Tensor
-
-
-def backbone_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """
-    Last hidden states `(B, L - 1, H)` of a causal LM, i.e. what its LM head would turn into next-token logits.
-
-    The last position is dropped: it predicts a token that is not in the sequence. `model` is the unwrapped policy or
-    reference (a `PreTrainedModel` or a `PeftModel`, whose adapters stay active inside the backbone).
-    """
-    if is_peft_model(model):
-        model = model.base_model.model
-    outputs = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    return outputs.last_hidden_state[:, :-1]
 
 
 def token_kl(

@@ -100,7 +100,6 @@ def preference_metrics(
     seq_len = shift_mask.size(1)
 
     def per_row(values: torch.Tensor, mask: torch.Tensor = shift_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        # Prompt-learning PEFT prepends virtual tokens: keep the positions of the real ones.
         totals = (values[:, -seq_len:].detach().float() * mask).sum(-1)
         return gather(sum_per_row(totals, batch, preference_format)), gather(
             sum_per_row(mask.sum(-1), batch, preference_format)

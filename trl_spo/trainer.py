@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+from accelerate.utils import is_peft_model
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import (
     BitsAndBytesConfig,
@@ -48,7 +49,8 @@ from .data import (
     warn_identical_completions,
 )
 from .divergence import NonFiniteLogitsGuard, check_finite_terms, divergence_hints
-from .kl import TokenKL, backbone_hidden_states, token_kl
+from .forward import PolicyForward, backbone_hidden_states, policy_forward
+from .kl import TokenKL, token_kl
 from .losses import (
     PREFERENCE_LOSSES,
     global_kl_per_sample,
@@ -176,6 +178,11 @@ class SPOTrainer(DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        if is_peft_model(self.model) and self.model.active_peft_config.is_prompt_learning:
+            raise NotImplementedError(
+                "Prompt-learning PEFT (prompt, prefix or p-tuning) is not supported: SPO scores the sequences through "
+                "the backbone, where the virtual tokens are not. Use LoRA (or another adapter inside the layers)."
+            )
         if self._is_vision_dataset and args.uses_global_kl:
             raise NotImplementedError(
                 "The global KL samples completions from text prompts; vision datasets are not supported with it yet. "
@@ -343,8 +350,9 @@ class SPOTrainer(DPOTrainer):
 
     def _spo_terms(self, model, inputs, kl_shard: KLSamples | None) -> SPOTerms:
         """Eq. 5 for a micro-batch: the preference loss of its rows plus `beta` times its share of the KL term."""
-        sequence_logps, outputs = self._sequence_logps(model, inputs)
-        grid, mask, winner_index = response_grid(sequence_logps, inputs, self.preference_format)
+        forward = self._policy_forward(model, inputs, kl_shard)
+        outputs = forward.token_outputs
+        grid, mask, winner_index = response_grid(outputs.log_probs.sum(dim=1), inputs, self.preference_format)
         weights = self._sample_weights(grid, mask)
         row_losses = self._row_losses(model, inputs, grid, mask, winner_index, weights)
         preference_loss = row_losses.mean()
@@ -353,7 +361,7 @@ class SPOTrainer(DPOTrainer):
         per_sample_kl = kl_tokens = None
         if kl_shard is not None:
             kl_tokens = self._token_kl(
-                model, kl_shard.input_ids, kl_shard.attention_mask, kl_shard.completion_mask, kl_shard.reference_hidden
+                model, forward.extra_hidden, kl_shard.reference_hidden, kl_shard.completion_mask
             )
             per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
             # Eq. 13 averages over the whole buffer; the trainer divides each micro-batch's loss by the number of
@@ -362,7 +370,8 @@ class SPOTrainer(DPOTrainer):
             per_sample_kl = per_sample.detach()
         elif self.args.uses_dataset_kl and self.model.training:
             # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions.
-            kl_tokens = self._token_kl(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+            reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
+            kl_tokens = self._token_kl(model, forward.hidden, reference_hidden, inputs["completion_mask"])
             per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
             kl_term = per_sample.mean()
             per_sample_kl = per_sample.detach()
@@ -383,17 +392,34 @@ class SPOTrainer(DPOTrainer):
             outputs=outputs,
         )
 
-    def _sequence_logps(self, model, inputs) -> tuple[torch.Tensor, object]:
-        """Sequence log-probs `(N,)` of every completion in the batch, from one forward with the fused LM head."""
-        completion_mask = inputs["completion_mask"]
-        model_kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
-        model_kwargs["use_cache"] = False
-        if self.aux_loss_enabled:
-            model_kwargs["output_router_logits"] = True
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real tokens.
-        return outputs.log_probs[:, -(completion_mask.size(1) - 1) :].sum(dim=1), outputs
+    def _policy_forward(self, model, inputs, kl_shard: KLSamples | None) -> PolicyForward:
+        """The policy on the preference sequences and, in the same pass, the KL samples (see `trl_spo.forward`)."""
+        dataset_kl = self.args.uses_dataset_kl and self.model.training
+        if not self.aux_loss_enabled:
+            return policy_forward(
+                model,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                inputs["completion_mask"],
+                None if kl_shard is None else kl_shard.input_ids,
+                None if kl_shard is None else kl_shard.attention_mask,
+            )
+        # MoE: TRL's fused forward also returns the router's auxiliary loss, so the KL rows get a pass of their own.
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=labels,
+            fused_lm_head=True,
+            use_cache=False,
+            output_router_logits=True,
+        )
+        hidden = extra_hidden = None
+        if dataset_kl:
+            hidden = backbone_hidden_states(model, inputs["input_ids"], inputs["attention_mask"])
+        if kl_shard is not None:
+            extra_hidden = backbone_hidden_states(model, kl_shard.input_ids, kl_shard.attention_mask)
+        return PolicyForward(token_outputs=outputs, hidden=hidden, extra_hidden=extra_hidden)
 
     def _sample_weights(self, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """μ of Eq. 12 per row (per rank term on ranked data), centred on the mean over every process's micro-batch."""
@@ -418,11 +444,8 @@ class SPOTrainer(DPOTrainer):
         """SPO's preference loss per row: Eq. 10 (pairs), 14 (best-of-n) or 15 (rankings), one signature for all."""
         return PREFERENCE_LOSSES[self.preference_format](grid, winner_index, self.args.alpha, weights, mask)
 
-    def _token_kl(self, model, input_ids, attention_mask, completion_mask, reference_hidden=None) -> TokenKL:
-        """Per-token KL(π_θ ‖ π_ref) on the completion tokens of the given sequences (Eq. 13's summands)."""
-        if reference_hidden is None:
-            reference_hidden = self._reference_hidden_states(input_ids, attention_mask)
-        policy_hidden = backbone_hidden_states(model, input_ids, attention_mask)
+    def _token_kl(self, model, policy_hidden, reference_hidden, completion_mask) -> TokenKL:
+        """Per-token KL(π_θ ‖ π_ref) on the completion tokens of the sequences these hidden states are of (Eq. 13)."""
         reference_model = model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
         return token_kl(policy_hidden, model, reference_hidden, reference_model, completion_mask)
 

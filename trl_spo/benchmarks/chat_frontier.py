@@ -111,14 +111,14 @@ class BenchmarkConfig:
     """
 
     seed: int = 0
-    max_steps: int = 24
+    max_steps: int = 16
     batch_size: int = 4
-    learning_rate: float = 5e-6
+    learning_rate: float = 1e-5
     lora_learning_rate: float = 2e-4
     gamma: float = 0.01
     generation_interval: int = 8
     max_completion_length: int = 64
-    num_eval_prompts: int = 64
+    num_eval_prompts: int = 32
     num_eval_samples: int = 4
     eval_batch_size: int = 16
     settings: tuple[Setting, ...] = field(default=DEFAULT_SETTINGS)

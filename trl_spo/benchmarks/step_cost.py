@@ -11,17 +11,20 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Cost of one optimizer step of `trl_spo.SPOTrainer` against `trl.DPOTrainer`, on CPU: wall time and peak memory.
+"""Cost of one optimizer step of `trl_spo.SPOTrainer` against `trl.DPOTrainer`: wall time and peak memory.
 
-Both trainers run in this one process, on the same locally built model, data, batch and seed, for two vocabularies:
-"small", the 512-token byte-level BPE trained on the benchmark's own text, and "wide", 32,000 embedding rows by default
-(Llama-2's vocabulary; the embedding is padded beyond the tokenizer, as many released checkpoints are), where the
-full-vocabulary projections dominate. Nothing is downloaded. From the repository root:
+Both trainers run in this one process, on the same model, data, batch and seed, alternating, for each configuration:
+"small" (a 512-token byte-level BPE trained on the benchmark's own text), "small4k", "wide" and "wide128k" (the same
+tokenizer with the embedding padded to 4,096, 32,000 and 128,256 rows, as many released checkpoints are), and "model"
+(a real checkpoint given by `--model`, with its own tokenizer). Each is measured against two baselines: DPO as users
+run it, and DPO with `precompute_ref_log_probs=True` (its reference pass moved before training). Nothing is
+downloaded. From the repository root:
 
-    trl-spo bench step_cost                               # the defaults: 4-5 minutes on 2 idle CPU cores
-    trl-spo bench step_cost --output /tmp/step_cost.md    # also write the Markdown report to a file
-    trl-spo bench step_cost --mmap-threshold 65536        # peak memory closer to live tensors (see below)
-    trl-spo bench step_cost --configs small --small-repeats 1   # a quick look
+    trl-spo bench step_cost                                       # the tiny configurations, both baselines
+    trl-spo bench step_cost --configs model --model PATH          # a real checkpoint (e.g. SmolLM2, see smollm2.py)
+    trl-spo bench step_cost --update_doc docs/benchmarks.md       # also rewrite the docs' table
+    trl-spo bench step_cost --profile                             # also where each step's time goes, per part
+    trl-spo bench step_cost --preset gpu                          # bf16, a ~0.5B Qwen2, 1,024-token sequences, CUDA
 
 What is measured (docs/benchmarks.md discusses the results):
 
@@ -29,20 +32,21 @@ What is measured (docs/benchmarks.md discusses the results):
   of SPO's KL samples at `on_step_begin`, forward, backward, optimizer step), averaged over the `--measure-steps`
   steps after `--warmup-steps` steps. `--measure-steps` is a multiple of `generation_interval`, so the window holds
   exactly one refresh of SPO's samples per interval: generation is amortised as in a real run. Each trainer runs
-  several times (`--small-repeats`, `--repeats`), DPO and SPO back to back, alternating which one goes first. The
-  table gives the median s/step of each trainer and, as the ratio, the median of the per-repeat ratios SPO/DPO: two
-  runs back to back see the same machine, so slow drift cancels out in their ratio.
-* peak MiB: the process's resident-set high-water mark (`VmHWM`, reset through `/proc/self/clear_refs` right before
-  `trainer.train()`) minus the resident set before the trainer was built, i.e. all the trainer added at its peak
-  (policy, reference, gradients, AdamW state, activations, kernel tiles, generation). "train delta" is the same peak
-  above the resident set right before `train()`. Between runs the trainer is deleted, then `gc.collect()` and glibc's
-  `malloc_trim(0)` give freed memory back, so one run's leftovers do not hide in the next one's baseline. This is
-  resident memory under glibc's allocator, which keeps some freed blocks; `--mmap-threshold` makes glibc map and unmap
-  every block above that size, so the peak follows the live tensors (at some cost in speed).
-* generation share: SPO's time in refreshing its KL samples (sampling from the policy, then the reference forward on
-  the samples) over the measured window.
-* other load: CPU time that other processes used during the window, in cores. On a shared machine a run with other
-  load above `--busy-threshold` is discarded and repeated (at most `--max-retries` times).
+  `--repeats` times, SPO and its baseline back to back, alternating which one goes first; the ratio is the median of
+  the per-repeat ratios SPO/baseline: two runs back to back see the same machine, so slow drift cancels out.
+* peak RSS: the process's resident-set high-water mark over the timed window (`VmHWM`, reset when the warm-up steps
+  end) minus the resident set before the trainer was built, i.e. all the trainer holds at its steady-state peak
+  (models, optimizer state, activations, generation). Between runs the trainer is
+  deleted, then `gc.collect()` and glibc's `malloc_trim(0)` give freed memory back. This is what the machine holds
+  under glibc's allocator, which keeps some freed blocks: `--mmap-threshold` (default 65,536 bytes) makes glibc map
+  and unmap every block above that size, so the RSS peak follows the live tensors; `--mmap-threshold 0` keeps glibc's
+  defaults, and the report says which was used.
+* tensor peak: the torch allocator's own peak of live tensor memory (`torch.cuda.max_memory_allocated` on a GPU; on a
+  CPU, which keeps no such statistic, the parameters, gradients and optimizer state at the window's start plus the
+  peak of the allocations the profiler records over one refresh step and one ordinary step).
+* generation share: SPO's time in refreshing its KL samples (sampling, then the reference forward on them).
+* other load: CPU time that other processes used during the window, in cores. A run with other load above
+  `--busy-threshold` is discarded and repeated (at most `--max-retries` times).
 """
 
 import argparse
@@ -51,7 +55,9 @@ import gc
 import os
 import platform
 import random
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -82,7 +88,13 @@ from trl import DPOConfig, DPOTrainer  # noqa: E402
 from trl_spo import SPOConfig, SPOTrainer  # noqa: E402
 from trl_spo.tiny_models import tiny_qwen2  # noqa: E402
 
+from .reporting import update_doc  # noqa: E402
 
+
+# Embedding rows of the tiny configurations; "small" is the tokenizer's own size.
+VOCAB_SIZES = {"small4k": 4096, "wide": 32000, "wide128k": 128256}
+CONFIGS = ("small", "small4k", "wide", "wide128k", "model")
+BASELINES = ("dpo", "dpo_precomputed")
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 MIB = 2**20
@@ -139,17 +151,22 @@ def text_with_length(rng: random.Random, tokenizer, max_tokens: int, prefix: str
         text = candidate
 
 
-def build_rows(rng: random.Random, tokenizer, num_rows: int, completion_length: int) -> list[dict[str, str]]:
+def build_rows(
+    rng: random.Random, tokenizer, num_rows: int, completion_length: int, prompt_length: int = 20
+) -> list[dict[str, str]]:
     """
     Pairwise rows in TRL's standard explicit-prompt format: `{"prompt", "chosen", "rejected"}` strings.
 
-    Prompts are 12-20 tokens. Each completion has between 3/4 of `completion_length` and `completion_length` tokens,
+    Prompts are 3/5 of `prompt_length` to `prompt_length` tokens. Each completion has between 3/4 of `completion_length` and `completion_length` tokens,
     the EOS that the trainers append included, so `max_completion_length = completion_length` bounds them too.
     """
     rows = []
     for _ in range(num_rows):
         question = text_with_length(
-            rng, tokenizer, rng.randint(12, 20) - 3, prefix="Q: " + rng.choice(QUESTION_STARTS)
+            rng,
+            tokenizer,
+            rng.randint(3 * prompt_length // 5, prompt_length) - 3,
+            prefix="Q: " + rng.choice(QUESTION_STARTS),
         )
         row = {"prompt": question + "?\nA:"}
         for column in ("chosen", "rejected"):
@@ -236,40 +253,100 @@ class StepTimer(TrainerCallback):
         self.marks.append(self.mark())
 
 
+def _tensor_bytes(*modules) -> int:
+    storages = {}
+    for module in modules:
+        if module is None:
+            continue
+        for tensor in [*module.parameters(), *module.buffers()]:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+class TensorPeak(TrainerCallback):
+    """
+    The torch allocator's peak of live tensor memory over the first `num_steps` optimizer steps (the warm-up, which
+    the timing window leaves out, so profiling costs no measured time). On a GPU: `torch.cuda.max_memory_allocated`.
+    On a CPU: the parameters and buffers alive when the first step begins, plus the highest running sum of the
+    allocations and frees the profiler records (`profile_memory`); the optimizer's state and the gradients are created
+    inside the window, so they are counted. Set `trainer` before training.
+    """
+
+    def __init__(self, num_steps: int):
+        self.num_steps = num_steps
+        self.trainer = None
+        self.peak_bytes: int | None = None
+        self._profiler = None
+        self._static = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step != 0:
+            return
+        if torch.cuda.is_available() and not args.use_cpu:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        self._static = _tensor_bytes(self.trainer.model, self.trainer.ref_model)
+        self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self._profiler.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step != self.num_steps:
+            return
+        if self._profiler is None:
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+            return
+        self._profiler.__exit__(None, None, None)
+        changes = sorted(
+            (event.time_range.start, event.self_cpu_memory_usage)
+            for event in self._profiler.events()
+            if event.self_cpu_memory_usage
+        )
+        live = peak = 0
+        for _, change in changes:
+            live += change
+            peak = max(peak, live)
+        self.peak_bytes = self._static + peak
+        # The profiler's own records must not count in the resident-set peak of the timed window that starts now.
+        self._profiler = None
+        release_memory()
+        reset_peak_rss()
+
+
 @dataclass
 class Run:
     step_seconds: float  # mean wall time per step over the window
     step_cpu_seconds: float  # mean CPU time of this process (all threads) per step over the window
     other_load: float  # cores used by other processes during the window
-    peak_mib: float  # VmHWM during train() minus VmRSS before the trainer was built
-    train_delta_mib: float  # VmHWM during train() minus VmRSS right before train()
+    peak_mib: float  # VmHWM over the timed window minus VmRSS before the trainer was built
+    tensor_peak_mib: float | None  # the torch allocator's peak of live tensors (see TensorPeak)
     refresh_share: float  # SPO: time in KL-sample refreshes (generation + reference forward) / window time
-    leftover_mib: float  # VmRSS after cleanup minus VmRSS before the trainer was built
+
+
+TRAINERS = {
+    "DPO": (DPOTrainer, DPOConfig, {}),
+    "DPO-precomputed": (DPOTrainer, DPOConfig, {"precompute_ref_log_probs": True}),
+    "SPO": (SPOTrainer, SPOConfig, {}),
+}
 
 
 def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, warmup: int, measure: int) -> Run:
     release_memory()
     rss_before_build = status_kib("VmRSS")
-    timer = StepTimer()
+    timer, tensor_peak = StepTimer(), TensorPeak(num_steps=warmup)
     refreshes: list[tuple[int, float]] = []
+    trainer_class, config_class, extra = TRAINERS[kind]
     with tempfile.TemporaryDirectory() as output_dir:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if kind == "DPO":
-            trainer = DPOTrainer(
-                str(model_dir),
-                args=DPOConfig(output_dir=output_dir, **common),
-                train_dataset=dataset,
-                processing_class=tokenizer,
-                callbacks=[timer],
-            )
-        else:
-            trainer = SPOTrainer(
-                str(model_dir),
-                args=SPOConfig(output_dir=output_dir, **common, **spo),
-                train_dataset=dataset,
-                processing_class=tokenizer,
-                callbacks=[timer],
-            )
+        trainer = trainer_class(
+            str(model_dir),
+            args=config_class(output_dir=output_dir, **common, **extra, **(spo if kind == "SPO" else {})),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[tensor_peak, timer],  # the profiler's bookkeeping ends before the timer's first mark
+        )
+        tensor_peak.trainer = trainer
+        if kind == "SPO":
             refresh = trainer.kl_sampler.refresh
 
             def timed_refresh(step: int) -> None:
@@ -282,7 +359,6 @@ def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, wa
         assert not trainer.args.gradient_checkpointing
 
         release_memory()
-        rss_before_train = status_kib("VmRSS")
         reset_peak_rss()
         trainer.train()
         peak = status_kib("VmHWM")
@@ -299,10 +375,63 @@ def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, wa
         step_cpu_seconds=(cpu1 - cpu0) / measure,
         other_load=((busy1 - busy0) - (self1 - self0)) / os.sysconf("SC_CLK_TCK") / wall,
         peak_mib=(peak - rss_before_build) / 1024,
-        train_delta_mib=(peak - rss_before_train) / 1024,
+        tensor_peak_mib=None if tensor_peak.peak_bytes is None else tensor_peak.peak_bytes / MIB,
         refresh_share=refresh_seconds / wall,
-        leftover_mib=(status_kib("VmRSS") - rss_before_build) / 1024,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+# Targets of the issue that asked for this benchmark: SPO/baseline time and peak memory per configuration.
+TIME_TARGETS = {"small": 1.05, "small4k": 1.05, "wide": 1.00, "wide128k": 1.00, "model": 1.05}
+PRECOMPUTED_TIME_TARGET = 1.40
+MEMORY_TARGET = 1.05
+
+
+def _median_ratio(spo: list[Run], baseline: list[Run], attr: str) -> float | None:
+    """Median of the per-repeat ratios SPO / baseline (runs `i` ran back to back)."""
+    ratios = [getattr(s, attr) / getattr(b, attr) for s, b in zip(spo, baseline) if getattr(b, attr)]
+    return statistics.median(ratios) if ratios else None
+
+
+def summarize_config(config: str, vocab: int, num_params: int, runs: dict[str, list[Run]], baselines) -> list[str]:
+    """One table row per baseline."""
+    rows = []
+    for baseline in baselines:
+        kind = "DPO" if baseline == "dpo" else "DPO-precomputed"
+
+        def median(runs_of, attr):
+            values = [getattr(r, attr) for r in runs_of if getattr(r, attr) is not None]
+            return statistics.median(values) if values else None
+
+        time_ratio = _median_ratio(runs["SPO"], runs[kind], "step_seconds")
+        rss_ratio = _median_ratio(runs["SPO"], runs[kind], "peak_mib")
+        tensor_ratio = _median_ratio(runs["SPO"], runs[kind], "tensor_peak_mib")
+        time_target = PRECOMPUTED_TIME_TARGET if baseline == "dpo_precomputed" else TIME_TARGETS[config]
+        met = time_ratio <= time_target and (tensor_ratio or rss_ratio) <= MEMORY_TARGET
+        rows.append(
+            f"| {config} | {vocab:,} | {num_params / 1e6:.2f}M | {kind} | {median(runs[kind], 'step_seconds'):.3f} | "
+            f"{median(runs['SPO'], 'step_seconds'):.3f} | **{time_ratio:.2f}x** (<= {time_target:.2f}) | "
+            f"{median(runs[kind], 'peak_mib'):,.0f} | {median(runs['SPO'], 'peak_mib'):,.0f} | {rss_ratio:.2f}x | "
+            f"{_fmt_mib(median(runs[kind], 'tensor_peak_mib'))} | {_fmt_mib(median(runs['SPO'], 'tensor_peak_mib'))} | "
+            f"{'—' if tensor_ratio is None else f'{tensor_ratio:.2f}x'} | "
+            f"{median(runs['SPO'], 'refresh_share'):.1%} | {'yes' if met else 'no'} |"
+        )
+    return rows
+
+
+def _fmt_mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+TABLE_HEADER = [
+    "| config | vocab | params | baseline | baseline s/step | SPO s/step | SPO/baseline time (target) | baseline "
+    "peak RSS MiB | SPO peak RSS MiB | RSS ratio | baseline tensor peak MiB | SPO tensor peak MiB | tensor ratio | SPO "
+    "generation share | targets met |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -311,16 +440,23 @@ def run_trainer(kind: str, model_dir: Path, dataset, common: dict, spo: dict, wa
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--configs", nargs="+", default=["small", "wide"], choices=["small", "wide"])
-    parser.add_argument("--bpe-vocab", type=int, default=512, help="size of the byte-level BPE (the small vocabulary)")
+    parser.add_argument("--configs", nargs="+", default=["small", "small4k", "wide", "wide128k"], choices=CONFIGS)
+    parser.add_argument("--model", type=Path, help="a real causal-LM checkpoint (directory), for `--configs model`")
+    parser.add_argument("--baseline", nargs="+", default=list(BASELINES), choices=BASELINES)
+    parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu", help="gpu: bf16, CUDA, a ~0.5B Qwen2")
+    parser.add_argument("--tiny", action="store_true", help="with --preset gpu: tiny sizes (the test suite's check)")
     parser.add_argument(
-        "--wide-vocab", type=int, default=32000, help="embedding rows of the wide configuration (Llama-2's 32,000)"
+        "--vllm", action="store_true", help="with --preset gpu: also a vLLM colocate refresh smoke run"
     )
+    parser.add_argument("--bpe-vocab", type=int, default=512, help="size of the byte-level BPE (the small vocabulary)")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8, help="preference pairs per optimizer step")
+    parser.add_argument("--prompt-length", type=int, default=20, help="token budget of the prompts")
     parser.add_argument(
         "--completion-length",
         type=int,
@@ -330,10 +466,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--generation-interval", type=int, default=8)
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--measure-steps", type=int, default=16, help="a multiple of --generation-interval")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per trainer of the wide configuration")
-    parser.add_argument(
-        "--small-repeats", type=int, default=7, help="runs per trainer of the small configuration (cheap, noisier)"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per trainer of a tiny configuration")
+    parser.add_argument("--model-repeats", type=int, default=1, help="runs per trainer of --configs model")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument(
         "--busy-threshold",
@@ -345,62 +479,37 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument(
         "--mmap-threshold",
         type=int,
+        default=65536,
         help="call glibc's mallopt(M_MMAP_THRESHOLD, BYTES) first: every allocation of at least BYTES is mmapped and "
-        "unmapped when freed, so the peak resident set follows live tensors instead of glibc's heap reuse",
+        "unmapped when freed, so the peak resident set follows live tensors instead of glibc's heap reuse; 0 keeps "
+        "glibc's defaults",
     )
+    parser.add_argument("--profile", action="store_true", help="also profile one step of each trainer, per part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the Markdown report to this file")
-    args = parser.parse_args()
+    parser.add_argument("--update_doc", type=Path, help="Markdown file whose step-cost block receives the report")
+    args = parser.parse_args(argv)
     if args.measure_steps % args.generation_interval:
         parser.error("--measure-steps must be a multiple of --generation-interval")
+    if "model" in args.configs and args.model is None:
+        parser.error("--configs model needs --model PATH (e.g. the SmolLM2 checkpoint of trl_spo.benchmarks.smollm2)")
     return args
-
-
-def summarize(config: str, vocab: int, num_params: int, runs: dict[str, list[Run]], discarded: int) -> tuple[str, str]:
-    """The table row and a note with every run's value. Runs `runs["DPO"][i]` and `runs["SPO"][i]` ran back to back."""
-
-    def median(kind: str, attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in runs[kind])
-
-    def ratio(attr: str) -> float:  # median of the per-repeat ratios SPO / DPO
-        return statistics.median(getattr(s, attr) / getattr(d, attr) for d, s in zip(runs["DPO"], runs["SPO"]))
-
-    def spread(attr: str, fmt: str) -> str:
-        return "; ".join(
-            f"{kind} " + "/".join(format(v, fmt) for v in sorted(getattr(r, attr) for r in runs[kind]))
-            for kind in ("DPO", "SPO")
-        )
-
-    dpo_t, spo_t = median("DPO", "step_seconds"), median("SPO", "step_seconds")
-    dpo_p, spo_p = median("DPO", "peak_mib"), median("SPO", "peak_mib")
-    dpo_d, spo_d = median("DPO", "train_delta_mib"), median("SPO", "train_delta_mib")
-    row = (
-        f"| {config} | {vocab:,} | {num_params / 1e6:.2f}M | {dpo_t:.3f} | {spo_t:.3f} | {ratio('step_seconds'):.2f}x "
-        f"| {dpo_p:,.0f} | {spo_p:,.0f} | {ratio('peak_mib'):.2f}x | {dpo_d:,.0f} | {spo_d:,.0f} "
-        f"| {ratio('train_delta_mib'):.2f}x | {median('SPO', 'refresh_share'):.1%} |"
-    )
-    weights = num_params * 4 / MIB
-    note = (
-        f"- {config}: {num_params:,} parameters, {weights:.1f} MiB in fp32. Both trainers hold the policy and a "
-        f"reference copy ({2 * weights:.1f} MiB), gradients ({weights:.1f} MiB) and AdamW's two moments "
-        f"({2 * weights:.1f} MiB): {5 * weights:.0f} MiB of the peak; the rest is activations, the chunked LM-head "
-        f"tiles and, for SPO, generation. {len(runs['DPO'])} runs per trainer; per-repeat SPO/DPO time ratios "
-        f"{'/'.join(format(s.step_seconds / d.step_seconds, '.2f') for d, s in zip(runs['DPO'], runs['SPO']))}. "
-        f"All runs, sorted: s/step {spread('step_seconds', '.3f')}; CPU s/step "
-        f"{spread('step_cpu_seconds', '.3f')}; peak MiB {spread('peak_mib', '.0f')}; other processes' load (cores) "
-        f"{spread('other_load', '.2f')}; {discarded} run(s) discarded for a busy machine."
-    )
-    return row, note
 
 
 def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -> int:
     args = parse_args(argv, prog)
+    command = shlex.join(prog.split() + list(argv if argv is not None else sys.argv[1:]))
     warnings.filterwarnings("ignore", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
+    if args.preset == "gpu":
+        from .step_cost_gpu import run_gpu_preset
+
+        report = run_gpu_preset(args, command)
+        return _finish(args, report)
     malloc = "glibc defaults" + "".join(f", {k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
-    if args.mmap_threshold is not None:
+    if args.mmap_threshold:
         if not ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, args.mmap_threshold):
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
         malloc += f", mallopt(M_MMAP_THRESHOLD, {args.mmap_threshold})"
@@ -409,14 +518,120 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -
     load_before = os.getloadavg()
 
     rng = random.Random(args.seed)
-    tokenizer = build_tokenizer([random_sentence(rng, rng.randint(6, 20)) for _ in range(4000)], args.bpe_vocab)
+    bpe = build_tokenizer([random_sentence(rng, rng.randint(6, 20)) for _ in range(4000)], args.bpe_vocab)
     num_rows = args.batch_size * (args.warmup_steps + args.measure_steps)  # one epoch, no row seen twice
-    rows = build_rows(rng, tokenizer, num_rows, args.completion_length)
-    dataset = datasets.Dataset.from_list(rows)
-    prompt_lengths = [num_tokens(tokenizer, r["prompt"]) for r in rows]
-    completion_lengths = [num_tokens(tokenizer, r[c]) + 1 for r in rows for c in ("chosen", "rejected")]  # + EOS
-    max_length = max(prompt_lengths) + args.completion_length  # never truncates
+    kinds = ["DPO" if b == "dpo" else "DPO-precomputed" for b in args.baseline]
 
+    table, notes, data_notes = list(TABLE_HEADER), [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in args.configs:
+            if config == "model":
+                model_dir = args.model
+                tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                config_json = transformers.AutoConfig.from_pretrained(model_dir)
+                vocab = config_json.get_text_config().vocab_size
+                with torch.device("meta"):
+                    num_params = sum(
+                        p.numel() for p in transformers.AutoModelForCausalLM.from_config(config_json).parameters()
+                    )
+            else:
+                tokenizer = bpe
+                vocab = VOCAB_SIZES.get(config, len(bpe))
+                model_dir = Path(tmp) / config
+                num_params = save_model(model_dir, bpe, vocab, args.hidden_size, args.num_layers, args.seed)
+            rows = build_rows(rng, tokenizer, num_rows, args.completion_length, args.prompt_length)
+            dataset = datasets.Dataset.from_list(rows)
+            common, spo, max_length = _trainer_settings(args, tokenizer, rows)
+            # One short untimed run of each trainer first: one-time costs (lazy imports, kernel and generation setup,
+            # allocator growth) would otherwise land on whichever run comes first.
+            for kind in ("SPO", *kinds):
+                run_trainer(kind, model_dir, dataset, {**common, "max_steps": 2}, spo, 0, 2)
+            print(f"[{time.perf_counter() - started:4.0f} s] {config}: warm-up done", flush=True)
+            runs: dict[str, list[Run]] = {kind: [] for kind in ("SPO", *kinds)}
+            discarded = 0
+            repeats = args.model_repeats if config == "model" else args.repeats
+            for repeat in range(repeats):
+                order = ["SPO", *kinds] if repeat % 2 == 0 else [*kinds, "SPO"]
+                for kind in order:
+                    attempts = []
+                    while len(attempts) <= args.max_retries:
+                        run = run_trainer(kind, model_dir, dataset, common, spo, args.warmup_steps, args.measure_steps)
+                        attempts.append(run)
+                        busy = run.other_load > args.busy_threshold
+                        print(
+                            f"[{time.perf_counter() - started:4.0f} s] {config:8s} #{repeat} {kind:15s}: "
+                            f"{run.step_seconds:.3f} s/step (CPU {run.step_cpu_seconds:.3f} s), peak RSS "
+                            f"{run.peak_mib:.0f} MiB, tensor peak {_fmt_mib(run.tensor_peak_mib)} MiB, generation "
+                            f"share {run.refresh_share:.1%}, other load {run.other_load:.2f} cores"
+                            + (" -> BUSY MACHINE" if busy else ""),
+                            flush=True,
+                        )
+                        if not busy:
+                            break
+                    discarded += len(attempts) - 1
+                    runs[kind].append(min(attempts, key=lambda r: r.other_load))
+            table += summarize_config(config, vocab, num_params, runs, args.baseline)
+            ratios = "/".join(f"{s.step_seconds / d.step_seconds:.2f}" for s, d in zip(runs["SPO"], runs[kinds[0]]))
+            notes.append(
+                f"- {config}: {num_params:,} parameters; {repeats} run(s) per trainer, SPO/{kinds[0]} time per repeat "
+                f"{ratios}; s/step SPO {'/'.join(f'{r.step_seconds:.3f}' for r in runs['SPO'])}, "
+                + "; ".join(f"{k} {'/'.join(f'{r.step_seconds:.3f}' for r in runs[k])}" for k in kinds)
+                + f"; {discarded} run(s) discarded for a busy machine."
+            )
+            prompt_lengths = [num_tokens(tokenizer, r["prompt"]) for r in rows]
+            completion_lengths = [num_tokens(tokenizer, r[c]) + 1 for r in rows for c in ("chosen", "rejected")]
+            data_notes.append(
+                f"- {config} data: {num_rows} synthetic pairs (one epoch), prompts {min(prompt_lengths)}-"
+                f"{max(prompt_lengths)} tokens, completions {min(completion_lengths)}-{max(completion_lengths)} "
+                f"tokens with EOS (mean {statistics.mean(completion_lengths):.1f}); max_length {max_length}"
+            )
+            if args.profile:
+                notes.append(profile_step_parts(config, model_dir, dataset, common, spo, kinds))
+            del runs
+            release_memory()
+
+    settings = [
+        f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}; python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, trl {trl.__version__}; load average before/after {load_before[0]:.2f}/"
+        f"{os.getloadavg()[0]:.2f}; malloc: {malloc}",
+        f"- tiny models: Qwen2ForCausalLM, hidden {args.hidden_size}, {args.num_layers} layers, tied embeddings, fp32, "
+        f"random init; tokenizer: byte-level BPE of {len(bpe)} tokens trained on the benchmark's text (small4k, wide "
+        "and wide128k pad the embedding)" + (f"; model: {args.model}" if args.model else ""),
+        *data_notes,
+        f"- both trainers: {args.batch_size} pairs per optimizer step (no accumulation), AdamW, lr 1e-6 constant, "
+        "use_cpu, fp32, no gradient checkpointing, same seed, each on a fresh model loaded from the same directory, "
+        "the reference loaded from the model path (ref_model=None); DPO: beta 0.1, sigmoid loss; DPO-precomputed: the "
+        "same with precompute_ref_log_probs=True (its reference pass runs before training, outside the timed steps)",
+        f"- SPO: alpha = beta = gamma = 0.01, regularizer global_kl, generation_interval {args.generation_interval}, "
+        f"kl_batch_size the default (half the pairs per step), max_completion_length {args.completion_length} = the "
+        "data's completion budget (a random-init model rarely emits EOS, so its samples run to this length)",
+        f"- time: wall time per optimizer step over steps {args.warmup_steps}-"
+        f"{args.warmup_steps + args.measure_steps - 1} ({args.measure_steps // args.generation_interval} refreshes of "
+        f"SPO's samples) after {args.warmup_steps} warm-up steps, SPO and each baseline back to back, alternating "
+        "which goes first, after one untimed run of each. s/step and MiB: medians over the runs; ratios: medians of "
+        "the per-repeat ratios",
+        "- peak RSS: VmHWM over the timed window minus VmRSS before the trainer was built; tensor peak: the torch allocator's "
+        "live tensors at their peak over the warm-up steps (a refresh step and an ordinary one), see the module's "
+        "docstring",
+    ]
+    report = "\n".join(
+        [
+            f"SPO vs DPO, cost per optimizer step on CPU (`{command}`, {time.perf_counter() - started:.0f} s):",
+            "",
+            *table,
+            "",
+            *settings,
+            "",
+            *notes,
+        ]
+    )
+    return _finish(args, report)
+
+
+def _trainer_settings(args, tokenizer, rows: list[dict]) -> tuple[dict, dict, int]:
+    prompt_lengths = [num_tokens(tokenizer, r["prompt"]) for r in rows]
+    max_length = max(prompt_lengths) + args.completion_length  # never truncates
     common = dict(
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=1,
@@ -443,87 +658,91 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -
         kl_batch_size=None,  # per_device_train_batch_size * gradient_accumulation_steps // 2
         max_completion_length=args.completion_length,
     )
-    kl_batch_size = SPOConfig(output_dir=tempfile.gettempdir(), **common, **spo).resolved_kl_batch_size
+    return common, spo, max_length
 
-    table = [
-        "| config | vocab | params | DPO s/step | SPO s/step | SPO/DPO time | DPO peak MiB | SPO peak MiB "
-        "| SPO/DPO peak | DPO train delta MiB | SPO train delta MiB | SPO/DPO delta | SPO generation share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    notes = []
-    with tempfile.TemporaryDirectory() as tmp:
-        # One short untimed run of each trainer first: the process's one-time costs (lazy imports, kernel and
-        # generation setup, allocator growth) would otherwise land on whichever run comes first.
-        warmup_dir = Path(tmp) / "warmup"
-        save_model(warmup_dir, tokenizer, len(tokenizer), args.hidden_size, args.num_layers, args.seed)
-        for kind in ("DPO", "SPO"):
-            run_trainer(kind, warmup_dir, dataset, {**common, "max_steps": 2}, spo, 0, 2)
-        print(f"[{time.perf_counter() - started:4.0f} s] process warm-up done", flush=True)
-        for config in args.configs:
-            vocab = args.wide_vocab if config == "wide" else len(tokenizer)
-            model_dir = Path(tmp) / config
-            num_params = save_model(model_dir, tokenizer, vocab, args.hidden_size, args.num_layers, args.seed)
-            runs: dict[str, list[Run]] = {"DPO": [], "SPO": []}
-            discarded = 0
-            repeats = args.small_repeats if config == "small" else args.repeats
-            for repeat in range(repeats):
-                for kind in ("DPO", "SPO") if repeat % 2 == 0 else ("SPO", "DPO"):
-                    attempts = []
-                    while len(attempts) <= args.max_retries:
-                        run = run_trainer(kind, model_dir, dataset, common, spo, args.warmup_steps, args.measure_steps)
-                        attempts.append(run)
-                        busy = run.other_load > args.busy_threshold
-                        print(
-                            f"[{time.perf_counter() - started:4.0f} s] {config:5s} #{repeat} {kind}: "
-                            f"{run.step_seconds:.3f} s/step (CPU {run.step_cpu_seconds:.3f} s), peak "
-                            f"{run.peak_mib:.0f} MiB, train delta {run.train_delta_mib:.0f} MiB, leftover "
-                            f"{run.leftover_mib:.0f} MiB, generation share {run.refresh_share:.1%}, other load "
-                            f"{run.other_load:.2f} cores" + (" -> BUSY MACHINE" if busy else ""),
-                            flush=True,
-                        )
-                        if not busy:
-                            break
-                    discarded += len(attempts) - 1
-                    runs[kind].append(min(attempts, key=lambda r: r.other_load))
-            row, note = summarize(config, vocab, num_params, runs, discarded)
-            table.append(row)
-            notes.append(note)
-            del runs
-            release_memory()
 
-    mean_completion = statistics.mean(completion_lengths)
-    settings = [
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; python "
-        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, trl "
-        f"{trl.__version__}; load average before/after {load_before[0]:.2f}/{os.getloadavg()[0]:.2f}; malloc: {malloc}",
-        f"- model: Qwen2ForCausalLM, hidden {args.hidden_size}, {args.num_layers} layers, tied embeddings, fp32, random "
-        f"init; tokenizer: byte-level BPE of {len(tokenizer)} tokens trained on the benchmark's text (the wide config "
-        f"pads the embedding to {args.wide_vocab:,} rows)",
-        f"- data: {num_rows} synthetic pairs (one epoch), prompts {min(prompt_lengths)}-{max(prompt_lengths)} tokens, "
-        f"completions {min(completion_lengths)}-{max(completion_lengths)} tokens with EOS (mean {mean_completion:.1f}); "
-        f"max_length {max_length} (no truncation)",
-        f"- both trainers: {args.batch_size} pairs per optimizer step (no accumulation), AdamW, lr 1e-6 constant, "
-        "use_cpu, fp32, no gradient checkpointing, same seed, each on a fresh model loaded from the same directory, "
-        "the reference loaded from the model path (ref_model=None); DPO: beta 0.1, sigmoid loss",
-        f"- SPO: alpha = beta = gamma = 0.01, regularizer global_kl, generation_interval {args.generation_interval}, "
-        f"kl_batch_size {kl_batch_size} (the default, half the pairs per step), max_completion_length "
-        f"{args.completion_length} = the data's completion budget (a random-init model rarely emits EOS, so its "
-        f"samples run to this length: {args.completion_length} tokens against the data's mean {mean_completion:.1f})",
-        f"- time: wall time per optimizer step over steps {args.warmup_steps}-"
-        f"{args.warmup_steps + args.measure_steps - 1} ({args.measure_steps // args.generation_interval} refreshes of "
-        f"SPO's samples) after {args.warmup_steps} warm-up steps. Each trainer runs {args.small_repeats} (small) or "
-        f"{args.repeats} (wide) times, DPO and SPO back to back, alternating which goes first, after one untimed "
-        "run of each. s/step and MiB: medians over the runs; ratios: medians of the per-repeat ratios SPO/DPO. SPO "
-        "generation share: time in the refreshes (sampling + reference forward on the samples) over the window",
-        "- peak: VmHWM during train() minus VmRSS before the trainer was built (models, optimizer state, activations, "
-        "generation); train delta: VmHWM during train() minus VmRSS right before train()",
-    ]
-    report = "\n".join(["SPO vs DPO, cost per optimizer step on CPU:", "", *table, "", *settings, "", *notes])
-    print(f"\n{report}\n\n(total {time.perf_counter() - started:.0f} s)")
+def _finish(args, report: str) -> int:
+    print(f"\n{report}\n")
     if args.output:
         args.output.write_text(report + "\n", encoding="utf-8")
+    if args.update_doc:
+        update_doc(args.update_doc, report + "\n", name="step-cost")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.step_cost"))
+# ----------------------------------------------------------------------------------------------------------------------
+# Where a step's time goes
+
+
+class StepParts(TrainerCallback):
+    """Wall time of a step's parts: SPO's refresh, forward + backward, and the optimizer step."""
+
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+        self._marks: dict[str, float] = {}
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.parts[name] = self.parts.get(name, 0.0) + seconds
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._marks["begin"] = time.perf_counter()
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._marks["optimizer"] = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self._add("step", now - self._marks["begin"])
+        self._add("optimizer step", now - self._marks["optimizer"])
+
+
+def profile_step_parts(config: str, model_dir: Path, dataset, common: dict, spo: dict, kinds: list[str]) -> str:
+    """
+    One profiled run of `generation_interval` steps per trainer (one refresh for SPO): per part, the mean seconds per
+    step, and the number of matrix multiplications and their time, from `torch.profiler`.
+    """
+    steps = spo["generation_interval"]
+    lines = [f"- {config}, where a step's time goes (mean over {steps} steps, one SPO refresh among them):"]
+    for kind in ("SPO", *kinds):
+        trainer_class, config_class, extra = TRAINERS[kind]
+        parts = StepParts()
+        with tempfile.TemporaryDirectory() as output_dir:
+            trainer = trainer_class(
+                str(model_dir),
+                args=config_class(
+                    output_dir=output_dir,
+                    **{**common, "max_steps": steps},
+                    **extra,
+                    **(spo if kind == "SPO" else {}),
+                ),
+                train_dataset=dataset,
+                processing_class=AutoTokenizer.from_pretrained(model_dir),
+                callbacks=[parts],
+            )
+            refresh_seconds = [0.0]
+            if kind == "SPO":
+                refresh = trainer.kl_sampler.refresh
+
+                def timed_refresh(step: int, refresh=refresh, total=refresh_seconds) -> None:
+                    start = time.perf_counter()
+                    refresh(step)
+                    total[0] += time.perf_counter() - start
+
+                trainer.kl_sampler.refresh = timed_refresh
+            trainer.remove_callback(PrinterCallback)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+                trainer.train()
+        matmuls = [e for e in profiler.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+        mm_calls = sum(e.count for e in matmuls)
+        mm_seconds = sum(e.self_cpu_time_total for e in matmuls) / 1e6
+        step = parts.parts["step"] / steps
+        refresh = refresh_seconds[0] / steps
+        optimizer = parts.parts["optimizer step"] / steps
+        lines.append(
+            f"  - {kind}: {step:.3f} s/step = refresh {refresh:.3f} + forward and backward "
+            f"{step - refresh - optimizer:.3f} + optimizer {optimizer:.3f}; {mm_calls / steps:.0f} matmuls per step "
+            f"({mm_seconds / steps:.3f} s)"
+        )
+        del trainer
+        release_memory()
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+One backbone pass for a training micro-batch: the preference sequences and the KL samples together.
+
+SPO's step scores the preference sequences (their log-probs, through the LM head) and measures the KL on other
+sequences (the online samples, through the chunked divergence). Stacking both into one batch runs every layer once,
+forward and backward, instead of twice on two smaller batches: on a CPU, or with a small KL shard on a GPU, the second
+pass costs far more than its share of tokens (every weight is read again, and the embedding's gradient is built twice).
+Rows are right-padded to a common length; with causal attention, padding after a sequence changes none of its
+positions.
+"""
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import is_peft_model
+
+from ._trl_compat import FUSED_LM_HEAD_OUTPUTS, lm_head_token_outputs
+
+
+@dataclass
+class PolicyForward:
+    """
+    What one pass of the policy gives for a micro-batch of N preference sequences and K extra rows.
+
+    Attributes:
+        token_outputs (`SimpleNamespace`): per-token `log_probs` of the preference sequences' completion tokens, and
+            DPO's token metrics `entropy`, `mean_logits`, `is_top1`, each `(N, L - 1)`, 0 off the completions.
+        hidden (`torch.Tensor`, shape `(N, L - 1, H)`): the preference sequences' last hidden states.
+        extra_hidden (`torch.Tensor`, shape `(K, L_extra - 1, H)`, *optional*): the extra rows' last hidden states.
+    """
+
+    token_outputs: SimpleNamespace
+    hidden: torch.Tensor
+    extra_hidden: torch.Tensor | None
+
+
+def backbone_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """
+    Last hidden states `(B, L - 1, H)` of a causal LM, i.e. what its LM head would turn into next-token logits.
+
+    The last position is dropped: it predicts a token that is not in the sequence. `model` is the unwrapped policy or
+    reference (a `PreTrainedModel` or a `PeftModel`, whose adapters stay active inside the backbone).
+    """
+    if is_peft_model(model):
+        model = model.base_model.model
+    outputs = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return outputs.last_hidden_state[:, :-1]
+
+
+def policy_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    extra_input_ids: torch.Tensor | None = None,
+    extra_attention_mask: torch.Tensor | None = None,
+) -> PolicyForward:
+    """
+    One backbone pass over the preference sequences `(N, L)` and, if given, extra rows `(K, L_extra)`, then TRL's
+    fused LM head on the preference sequences' completion tokens.
+
+    Args:
+        model: the unwrapped policy (a causal LM or a PEFT model).
+        input_ids, attention_mask, completion_mask (`torch.Tensor`, shape `(N, L)`): right-padded `prompt + completion`
+            sequences, as DPO's collator builds them.
+        extra_input_ids, extra_attention_mask (`torch.Tensor`, shape `(K, L_extra)`, *optional*): right-padded rows
+            whose hidden states are wanted too (the KL samples).
+    """
+    num_rows, length = input_ids.shape
+    if extra_input_ids is None:
+        hidden = backbone_hidden_states(model, input_ids, attention_mask)
+        extra_hidden = None
+    else:
+        width = max(length, extra_input_ids.size(1))
+
+        def padded(tensor: torch.Tensor) -> torch.Tensor:
+            return F.pad(tensor, (0, width - tensor.size(1)), value=0)
+
+        stacked = backbone_hidden_states(
+            model,
+            torch.cat([padded(input_ids), padded(extra_input_ids)]),
+            torch.cat([padded(attention_mask), padded(extra_attention_mask)]),
+        )
+        hidden = stacked[:num_rows, : length - 1]
+        extra_hidden = stacked[num_rows:, : extra_input_ids.size(1) - 1]
+    labels = input_ids[:, 1:].masked_fill(completion_mask[:, 1:] == 0, -100)
+    token_outputs = lm_head_token_outputs(model, hidden, labels, FUSED_LM_HEAD_OUTPUTS)
+    return PolicyForward(token_outputs=token_outputs, hidden=hidden, extra_hidden=extra_hidden)
