@@ -306,7 +306,7 @@ def test_shipped_samples_match_their_prompts_and_rewards(samples_file, prompts_f
     for row in samples:
         assert len(row["answers"]) == len(row["rewards"]) == len(row["truncated"]) == 4
         assert all(isinstance(flag, bool) for flag in row["truncated"])
-        for answer, stored in zip(row["answers"], row["rewards"]):
+        for answer, stored in zip(row["answers"], row["rewards"], strict=False):
             # Stored rounded to 6 decimals: within 5e-7 of the reward function's value.
             assert abs(stored - reward(row["task"], answer)) <= 5e-7
             assert 0.0 <= stored <= MAX_REWARD

@@ -427,7 +427,9 @@ def test_collator_on_prepared_conversational_dataset(tokenizer):
     dataset = prepare_nary_dataset(Dataset.from_list(rows), tokenizer, "ranking")
     batch = DataCollatorForNaryPreference(pad_token_id=tokenizer.pad_token_id)(list(dataset))
     assert batch["input_ids"].shape[0] == 5
-    for s, (row, response) in enumerate(zip(batch["row_index"].tolist(), batch["response_index"].tolist())):
+    for s, (row, response) in enumerate(
+        zip(batch["row_index"].tolist(), batch["response_index"].tolist(), strict=False)
+    ):
         prompt_ids, completion_ids = dataset[row]["prompt_ids"], dataset[row]["completions_ids"][response]
         length = int(batch["attention_mask"][s].sum())
         assert batch["input_ids"][s, :length].tolist() == prompt_ids + completion_ids
@@ -450,7 +452,7 @@ def ranked_dataset(form):
     return Dataset.from_list(
         [
             {"id": i, "prompt": p, "completions": c, "ranking": r}
-            for i, (p, c, r) in enumerate(zip(prompts, answers, rankings))
+            for i, (p, c, r) in enumerate(zip(prompts, answers, rankings, strict=False))
         ]
     )
 

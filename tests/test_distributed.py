@@ -117,7 +117,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # each far outside the tolerances below.
     for step, a in enumerate(one):
         assert a["mu/max"] - a["mu/min"] > 0.05, f"mu is nearly constant at step {step}: {a['mu/min']}..{a['mu/max']}"
-    for step, (a, b) in enumerate(zip(one, two)):
+    for step, (a, b) in enumerate(zip(one, two, strict=False)):
         what = f"at step {step}: two processes of 4 rows vs one process of 8"
         # The loss is a mean of 8 fp32 terms near log(2) / alpha = 69.3: ~69 * 1.2e-7 * sqrt(8) = 2.3e-5 of rounding,
         # 3.4e-7 relative (observed: 1 ulp, 1.1e-7).

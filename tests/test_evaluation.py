@@ -166,8 +166,10 @@ def test_lc_win_rate_fit_satisfies_its_optimality_conditions():
     p = [sigmoid(lc.intercept + lc.slope * xi) for xi in x]
     # d/db: sum(y - p) = 0 (unpenalised); d/dw: sum((y - p) x) = penalty * w. Newton stops at a step below 1e-10, so
     # the float64 gradient is ~1e-10 times the Hessian (~n = 8) at most (observed 3e-16).
-    assert sum(y - pi for y, pi in zip(scores, p)) == pytest.approx(0.0, abs=1e-8)
-    assert sum((y - pi) * xi for y, pi, xi in zip(scores, p, x)) == pytest.approx(penalty * lc.slope, abs=1e-8)
+    assert sum(y - pi for y, pi in zip(scores, p, strict=False)) == pytest.approx(0.0, abs=1e-8)
+    assert sum((y - pi) * xi for y, pi, xi in zip(scores, p, x, strict=False)) == pytest.approx(
+        penalty * lc.slope, abs=1e-8
+    )
     assert lc.win_rate == pytest.approx(sigmoid(lc.intercept), abs=1e-12)
 
 
@@ -497,7 +499,7 @@ def test_completion_logps_with_padding_and_empty_rows():
     completions = [[20, 21], [], [22, 23, 24, 25]]
     result = completion_token_logps(model, prompts, completions, batch_size=8, pad_token_id=0)
     assert result[1] == []
-    for prompt, completion, logps in zip(prompts, completions, result):
+    for prompt, completion, logps in zip(prompts, completions, result, strict=False):
         if not completion:
             continue
         with torch.no_grad():

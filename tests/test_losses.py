@@ -230,7 +230,7 @@ def test_pairwise_gradient_is_section_3_formula(alpha):
     mu = _random_weights(7, seed=2)
     _, grad = _pairwise_value_and_grad(logps, alpha, mu)
     a, b = logps[:, 0].double(), logps[:, 1].double()
-    error = torch.tensor([_sigmoid(alpha * (bi - ai)) for ai, bi in zip(a.tolist(), b.tolist())])
+    error = torch.tensor([_sigmoid(alpha * (bi - ai)) for ai, bi in zip(a.tolist(), b.tolist(), strict=False)])
     torch.testing.assert_close(grad[:, 0], (-mu.double() * error).float(), **FP32)  # d/da = -mu sigmoid(alpha(b-a))
     torch.testing.assert_close(grad[:, 1], (mu.double() * error).float(), **FP32)  # d/db = +mu sigmoid(alpha(b-a))
 
@@ -330,7 +330,7 @@ def test_pairwise_matches_reference(dtype, batch):
     rows = logps.double().tolist()
     for alpha in ALPHAS:
         value, grad = _pairwise_value_and_grad(logps, alpha, mu)
-        refs = [ref_pairwise(a, b, alpha, m) for (a, b), m in zip(rows, mu.double().tolist())]
+        refs = [ref_pairwise(a, b, alpha, m) for (a, b), m in zip(rows, mu.double().tolist(), strict=False)]
         _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
@@ -344,7 +344,10 @@ def test_best_of_n_matches_reference(dtype, shape):
     rows = logps.double().tolist()
     for alpha in ALPHAS:
         value, grad = _value_and_grad(spo_best_of_n_loss, logps, winner, alpha, mu)
-        refs = [ref_best_of_n(row, w, alpha, m) for row, w, m in zip(rows, winner.tolist(), mu.double().tolist())]
+        refs = [
+            ref_best_of_n(row, w, alpha, m)
+            for row, w, m in zip(rows, winner.tolist(), mu.double().tolist(), strict=False)
+        ]
         _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
@@ -357,7 +360,7 @@ def test_ranking_matches_reference(dtype, shape):
     rows = logps.double().tolist()
     for alpha in ALPHAS:
         value, grad = _value_and_grad(spo_ranking_loss, logps, None, alpha, mu)
-        refs = [ref_ranking(row, alpha, m) for row, m in zip(rows, mu.double().tolist())]
+        refs = [ref_ranking(row, alpha, m) for row, m in zip(rows, mu.double().tolist(), strict=False)]
         _check_against_reference(value, grad, [r[0] for r in refs], [r[1] for r in refs], dtype, f"alpha = {alpha}")
 
 
@@ -420,7 +423,7 @@ def test_best_of_n_padding_matches_unpadded_rows(alpha):
         for j in range(n_max):
             if not row_mask[j]:
                 padded[row, j] = GARBAGE[(row + j) % len(GARBAGE)]
-    winner = torch.tensor([[j for j in range(n_max) if m[j]][w] for m, w in zip(masks, winners_valid)])
+    winner = torch.tensor([[j for j in range(n_max) if m[j]][w] for m, w in zip(masks, winners_valid, strict=False)])
     mu = _random_weights(5, seed=61)
     value, grad = _value_and_grad(spo_best_of_n_loss, padded, winner, alpha, mu, response_mask=mask)
     assert torch.isfinite(value).all() and torch.isfinite(grad).all()
@@ -586,15 +589,15 @@ def test_extreme_logps(dtype, alpha):
     cases = [
         (
             _pairwise_value_and_grad(logps[:, :2], alpha, mu),
-            [ref_pairwise(r[0], r[1], alpha, m) for r, m in zip(rows, mu.tolist())],
+            [ref_pairwise(r[0], r[1], alpha, m) for r, m in zip(rows, mu.tolist(), strict=False)],
         ),
         (
             _value_and_grad(spo_best_of_n_loss, logps, winner, alpha, mu),
-            [ref_best_of_n(r, w, alpha, m) for r, w, m in zip(rows, winner.tolist(), mu.tolist())],
+            [ref_best_of_n(r, w, alpha, m) for r, w, m in zip(rows, winner.tolist(), mu.tolist(), strict=False)],
         ),
         (
             _value_and_grad(spo_ranking_loss, logps, None, alpha, mu_rank),
-            [ref_ranking(r, alpha, m) for r, m in zip(rows, mu_rank.tolist())],
+            [ref_ranking(r, alpha, m) for r, m in zip(rows, mu_rank.tolist(), strict=False)],
         ),
     ]
     for name, ((value, grad), refs) in zip(["pairwise", "best_of_n", "ranking"], cases, strict=True):
@@ -903,7 +906,7 @@ def test_dpo_softmax_loss_matches_the_s_dpo_formula():
     policy = torch.tensor([[-3.0, -1.5, -4.0]], requires_grad=True)
     reference = torch.tensor([[-2.0, -2.5, -3.0]])
     beta, winner = 0.5, 1
-    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist())]
+    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist(), strict=False)]
     # S-DPO (Chen et al. 2024): -log sigmoid(-log sum_{j != w} exp(beta (h_j - h_w)))
     inner = sum(math.exp(beta * (h[j] - h[winner])) for j in range(3) if j != winner)
     expected = -math.log(1 / (1 + math.exp(math.log(inner))))
@@ -919,7 +922,7 @@ def test_dpo_plackett_luce_loss_matches_the_dpo_appendix_formula():
     policy = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])
     reference = torch.tensor([[-1.5, -1.0, -1.0, -2.0]])
     beta = 0.3
-    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist())]
+    h = [p - r for p, r in zip(policy[0].tolist(), reference[0].tolist(), strict=False)]
     # DPO paper App. A.3: -log prod_k exp(beta h_k) / sum_{j >= k} exp(beta h_j)
     expected = -sum(beta * h[k] - math.log(sum(math.exp(beta * h[j]) for j in range(k, 4))) for k in range(4))
     # A few fp32 ops on 4 values vs float64: a few ulps.

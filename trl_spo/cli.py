@@ -22,6 +22,7 @@
   `accelerate launch` usage dump.
 - `trl-spo eval ...`: win rate and useful entropy of a trained model (`trl_spo.evaluation.cli`).
 - `trl-spo bench NAME ...`: the benchmarks (`trl_spo.benchmarks`).
+- `trl-spo upstream --trl-source DIR --output DIR`: SPO as a TRL pull request (`trl_spo.upstream`).
 """
 
 import difflib
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         return eval_main(argv[1:])
     if argv[0] == "bench":
         return run_benchmark(argv[1:])
+    if argv[0] == "upstream":
+        from .upstream import main as upstream_main
+
+        return upstream_main(argv[1:])
 
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

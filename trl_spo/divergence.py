@@ -60,7 +60,7 @@ def check_finite_terms(step: int, terms, hints: str) -> None:
     """
     values = {"preference loss": terms.row_losses.mean(), "KL term": terms.kl_term}
     found = torch.stack([value.detach().float().reshape(()) for value in values.values()]).tolist()
-    bad = [f"the {name} is {value}" for name, value in zip(values, found) if not math.isfinite(value)]
+    bad = [f"the {name} is {value}" for name, value in zip(values, found, strict=False) if not math.isfinite(value)]
     if bad:
         logps = terms.response_logps[terms.response_mask]
         num_bad = int((~torch.isfinite(logps)).sum())

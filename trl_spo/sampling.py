@@ -145,7 +145,7 @@ def prompts_from_batch(batch: dict[str, torch.Tensor]) -> list[list[int]]:
         first_responses = first_responses < batch["input_ids"].size(0) // 2
     input_ids = batch["input_ids"][first_responses]
     prompt_lengths = batch["completion_mask"][first_responses].int().argmax(dim=1).tolist()
-    return [ids[:length].tolist() for ids, length in zip(input_ids, prompt_lengths)]
+    return [ids[:length].tolist() for ids, length in zip(input_ids, prompt_lengths, strict=False)]
 
 
 def sample_completions(

@@ -61,7 +61,7 @@ from .losses import (
     spo_sample_weights,
 )
 from .metrics import SPOTerms, kl_metrics, preference_metrics
-from .model_card import write_model_card
+from .model_card import write_model_card  # upstream: drop
 from .responses import response_grid
 from .sampling import (
     KLSamples,
@@ -468,6 +468,7 @@ class SPOTrainer(DPOTrainer):
     # ----------------------------------------------------------------------------------------------------------------
     # Model card and checkpoints
 
+    # upstream: drop-begin (TRL's own model card, from `_name` and `_paper`)
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ):
@@ -478,6 +479,8 @@ class SPOTrainer(DPOTrainer):
         if not self.is_world_process_zero():
             return
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
+    # upstream: drop-end
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint is True:

@@ -325,8 +325,8 @@ def report_model(model: Qwen2ForCausalLM, tokenizer: Qwen2Tokenizer, table: dict
     for prompt, rewards in table.items():
         completions = list(rewards)
         probs = completion_distribution(model, tokenizer, prompt, completions).exp()
-        good = torch.stack([p for p, c in zip(probs, completions) if rewards[c] > 0])
-        bad = sum(p.item() for p, c in zip(probs, completions) if rewards[c] <= 0)
+        good = torch.stack([p for p, c in zip(probs, completions, strict=False) if rewards[c] > 0])
+        bad = sum(p.item() for p, c in zip(probs, completions, strict=False) if rewards[c] <= 0)
         within = good / good.sum()
         entropy = -(within * within.log()).sum().item() / math.log(len(within))
         off = max(0.0, 1 - good.sum().item() - bad)

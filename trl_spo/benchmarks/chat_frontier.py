@@ -252,9 +252,9 @@ def sample_and_score(policy_dir: str, base, tokenizer, rows: list[dict], config:
         contexts = [prompt_ids[i] for i in owners]
         policy_logps = completion_token_logps(policy, contexts, scored, len(scored), tokenizer.pad_token_id)
         base_logps = completion_token_logps(base, contexts, scored, len(scored), tokenizer.pad_token_id)
-        answer_logps = [lp[: len(a.token_ids)] for lp, a in zip(policy_logps, answers)]
+        answer_logps = [lp[: len(a.token_ids)] for lp, a in zip(policy_logps, answers, strict=False)]
         for i, answer, entropy, logp, logp_ref in zip(
-            owners, answers, completion_entropies(answer_logps), policy_logps, base_logps
+            owners, answers, completion_entropies(answer_logps), policy_logps, base_logps, strict=False
         ):
             text = tokenizer.decode(answer.token_ids, skip_special_tokens=True)
             records.append(
@@ -296,7 +296,7 @@ def summarize_policy(records: list[dict], rows: list[dict]) -> dict:
     scores = []
     for i, answers in sorted(by_prompt.items()):
         prompt_scores = reward_comparison_scores([a["reward"] for a in answers], rows[i]["rewards"])
-        for answer, score in zip(answers, prompt_scores):
+        for answer, score in zip(answers, prompt_scores, strict=False):
             answer["win_score"] = score
         scores.extend(prompt_scores)
     ordered = [a for _, answers in sorted(by_prompt.items()) for a in answers]

@@ -448,7 +448,7 @@ def length_factor(num_words: int, max_words: int) -> float:
 
 def distinctness(tokens: Sequence[str]) -> float:
     """Share of the word trigrams of `tokens` that are distinct (1 for fewer than 3 words): repetition lowers it."""
-    trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
+    trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
     return len(set(trigrams)) / len(trigrams) if trigrams else 1.0
 
 

@@ -392,7 +392,7 @@ MEMORY_TARGET = 1.05
 
 def _median_ratio(spo: list[Run], baseline: list[Run], attr: str) -> float | None:
     """Median of the per-repeat ratios SPO / baseline (runs `i` ran back to back)."""
-    ratios = [getattr(s, attr) / getattr(b, attr) for s, b in zip(spo, baseline) if getattr(b, attr)]
+    ratios = [getattr(s, attr) / getattr(b, attr) for s, b in zip(spo, baseline, strict=False) if getattr(b, attr)]
     return statistics.median(ratios) if ratios else None
 
 
@@ -487,7 +487,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--profile", action="store_true", help="also profile one step of each trainer, per part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the Markdown report to this file")
-    parser.add_argument("--update_doc", type=Path, help="Markdown file whose step-cost block receives the report")
+    parser.add_argument("--update_doc", type=Path, help="Markdown file whose marked block receives the report")
+    parser.add_argument("--doc_block", default="step-cost", help="the block's name: <!-- NAME:begin --> ... end")
     args = parser.parse_args(argv)
     if args.measure_steps % args.generation_interval:
         parser.error("--measure-steps must be a multiple of --generation-interval")
@@ -571,7 +572,9 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -
                     discarded += len(attempts) - 1
                     runs[kind].append(min(attempts, key=lambda r: r.other_load))
             table += summarize_config(config, vocab, num_params, runs, args.baseline)
-            ratios = "/".join(f"{s.step_seconds / d.step_seconds:.2f}" for s, d in zip(runs["SPO"], runs[kinds[0]]))
+            ratios = "/".join(
+                f"{s.step_seconds / d.step_seconds:.2f}" for s, d in zip(runs["SPO"], runs[kinds[0]], strict=False)
+            )
             notes.append(
                 f"- {config}: {num_params:,} parameters; {repeats} run(s) per trainer, SPO/{kinds[0]} time per repeat "
                 f"{ratios}; s/step SPO {'/'.join(f'{r.step_seconds:.3f}' for r in runs['SPO'])}, "
@@ -666,7 +669,7 @@ def _finish(args, report: str) -> int:
     if args.output:
         args.output.write_text(report + "\n", encoding="utf-8")
     if args.update_doc:
-        update_doc(args.update_doc, report + "\n", name="step-cost")
+        update_doc(args.update_doc, report + "\n", name=args.doc_block)
     return 0
 
 

@@ -143,7 +143,7 @@ def _run(kind: str, model_dir: Path, dataset, common: dict, spo: dict, warmup: i
         trainer.remove_callback(PrinterCallback)
         trainer.train()
         kl = [e["kl/global"] for e in trainer.state.log_history if "kl/global" in e]
-    steps = [b - a for a, b in zip(timer.marks[warmup:], timer.marks[warmup + 1 :])]
+    steps = [b - a for a, b in zip(timer.marks[warmup:], timer.marks[warmup + 1 :], strict=False)]
     del trainer
     if on_cuda:
         torch.cuda.empty_cache()

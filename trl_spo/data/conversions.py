@@ -36,9 +36,9 @@ _PAIRS = {"best_of_n": _best_of_n_pairs, "ranking": _ranking_pairs}
 
 
 def _expand_to_pairs(batch, indices, preference_format, carried):
-    rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    rows = [dict(zip(batch, values, strict=False)) for values in zip(*batch.values(), strict=False)]
     output = {"prompt": [], "chosen": [], "rejected": [], **{column: [] for column in carried}}
-    for index, example in zip(indices, rows):
+    for index, example in zip(indices, rows, strict=False):
         validate_nary_example(example, index, preference_format)
         for winner, loser in _PAIRS[preference_format](example):
             output["prompt"].append(example["prompt"])

@@ -55,7 +55,7 @@ def check_pairwise_completions(example: Mapping, index: int, dataset_name: str) 
 
 
 def _common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
-    for length, (token, other_token) in enumerate(zip(ids, other_ids)):
+    for length, (token, other_token) in enumerate(zip(ids, other_ids, strict=False)):
         if token != other_token:
             return length
     return min(len(ids), len(other_ids))

@@ -202,7 +202,7 @@ def completion_entropies(token_logps: list[list[float]]) -> list[float | None]:
     for row, i in enumerate(nonempty):
         values[row, : len(token_logps[i])] = torch.tensor(token_logps[i], dtype=torch.float64)
         mask[row, : len(token_logps[i])] = True
-    for i, h in zip(nonempty, per_token_entropy(values, mask).tolist()):
+    for i, h in zip(nonempty, per_token_entropy(values, mask).tolist(), strict=False):
         entropies[i] = h
     return entropies
 

@@ -258,7 +258,7 @@ class RewardModelJudge(PairwiseJudge):
             ).to(self.device)
             with torch.no_grad():
                 rewards = self.model(**batch).logits[:, 0].float().tolist()
-            for i, reward in zip(chunk, rewards):
+            for i, reward in zip(chunk, rewards, strict=False):
                 self._rewards[todo[i]] = reward
 
     def reward(self, prompt: str, answer: str) -> float:
@@ -525,7 +525,7 @@ def judge_comparisons(
 
     results = []
     for k in range(len(comparisons)):
-        orders = dict(zip(ORDERS, outcomes[2 * k : 2 * k + 2]))
+        orders = dict(zip(ORDERS, outcomes[2 * k : 2 * k + 2], strict=False))
         first, second = orders["model_first"], orders["reference_first"]
         first["model_score"] = first["verdict"]
         second["model_score"] = None if second["verdict"] is None else 1.0 - second["verdict"]

@@ -163,7 +163,9 @@ def useful_entropy(
             f"`entropies` and `scores` must have one entry per completion, found {len(entropies)} and {len(scores)}."
         )
     measured = [h for h in entropies if h is not None]
-    preferred = [h for h, s in zip(entropies, scores) if h is not None and s is not None and s > threshold]
+    preferred = [
+        h for h, s in zip(entropies, scores, strict=False) if h is not None and s is not None and s > threshold
+    ]
     return EntropySummary(
         mean_entropy=math.fsum(measured) / len(measured) if measured else None,
         num_entropy=len(measured),
@@ -319,7 +321,7 @@ def length_controlled_win_rate(
         )
     if not (math.isfinite(l2_penalty) and l2_penalty >= 0):
         raise ValueError(f"`l2_penalty` must be a finite number >= 0, found {l2_penalty}.")
-    kept = [(float(s), float(d)) for s, d in zip(scores, length_differences) if s is not None]
+    kept = [(float(s), float(d)) for s, d in zip(scores, length_differences, strict=False) if s is not None]
     _check_scores([s for s, _ in kept])
     n = len(kept)
     if n == 0:

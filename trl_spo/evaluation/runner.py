@@ -178,13 +178,13 @@ def evaluate(args: EvalArguments, judge: PairwiseJudge | None = None, dataset=No
     logger.info("Judging %d comparisons in both orders.", len(completions))
     judged = judge_comparisons(
         judge,
-        [(prompt_texts[i], text, references[i]) for i, text in zip(owners, completion_texts)],
+        [(prompt_texts[i], text, references[i]) for i, text in zip(owners, completion_texts, strict=False)],
         num_workers=args.judge_num_workers,
     )
 
     records = []
     for k, (i, completion, text, entropy, result) in enumerate(
-        zip(owners, completions, completion_texts, entropies, judged)
+        zip(owners, completions, completion_texts, entropies, judged, strict=False)
     ):
         reference_tokens = len(tokenizer(references[i], add_special_tokens=False)["input_ids"])
         records.append(

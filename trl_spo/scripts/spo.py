@@ -57,6 +57,7 @@ USAGE = f"""\
 usage: trl-spo --config RECIPE.yaml [--accelerate_config NAME_OR_PATH] [--FIELD VALUE ...] [accelerate options]
        trl-spo eval [--config EVAL.yaml] [--FIELD VALUE ...]
        trl-spo bench {{{",".join(BENCHMARKS)}}} [options]
+       trl-spo upstream --trl-source TRL_TREE --output DIR
 
 Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one with DPO:
 
@@ -66,6 +67,7 @@ Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one w
 
 Options the training parser does not know (--num_processes, --config_file, ...) go to `accelerate launch`.
 `trl-spo eval --help`: win rates and useful entropy of a trained model. `trl-spo bench --help`: the benchmarks.
+`trl-spo upstream --help`: SPO as a ready TRL pull request.
 `trl-spo --help`: every training field, SPO's own first."""
 
 # Metrics summarized at the end of a run, first logged value -> last logged value
