@@ -113,8 +113,8 @@ class BenchmarkConfig:
     seed: int = 0
     max_steps: int = 16
     batch_size: int = 4
-    learning_rate: float = 1e-5
-    lora_learning_rate: float = 2e-4
+    learning_rate: float = 5e-5
+    lora_learning_rate: float = 5e-4
     gamma: float = 0.01
     generation_interval: int = 8
     max_completion_length: int = 64
