@@ -71,6 +71,25 @@ def test_tensor_peak_counts_the_live_tensors_and_the_allocations_of_the_window()
     del kept
 
 
+def test_tensor_peak_sees_temporaries_an_op_allocates_and_frees_inside_itself():
+    # cross_entropy allocates its log-softmax (n x n float32) inside the op and frees it there; the backward builds
+    # the softmax's gradient the same way. Net per op, those temporaries vanish; the peak must still contain them.
+    n = 1024
+    logits = torch.randn(n, n, requires_grad=True)
+    targets = torch.randint(0, n, (n,))
+    peak = TensorPeak(num_steps=1)
+    peak.trainer = SimpleNamespace(model=torch.nn.Identity(), ref_model=None)
+    args = SimpleNamespace(use_cpu=True)
+    peak.on_step_begin(args, SimpleNamespace(global_step=0), None)
+    torch.nn.functional.cross_entropy(logits, targets).backward()
+    peak.on_step_end(args, SimpleNamespace(global_step=1), None)
+    matrix = n * n * 4
+    # The allocation records peak at three n x n matrices at once (the saved log-softmax, the softmax built from it
+    # in the backward, the gradient of `logits`); net per op, the figures this replaced found two. Sizes are exact
+    # (no rounding involved), and the rest of the step holds a few KiB.
+    assert 3 * matrix <= peak.peak_bytes < 3 * matrix + 2**20
+
+
 def test_gpu_preset_and_its_vllm_smoke_run_at_a_tiny_size(monkeypatch, capsys):
     monkeypatch.setattr(_trl_compat, "is_vllm_available", lambda: True)
     monkeypatch.setattr(_trl_compat, "VLLMGeneration", FakeVLLMGeneration)
