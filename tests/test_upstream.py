@@ -15,7 +15,6 @@
 """The upstream kit: SPO as a TRL pull request, generated from this package and checked against TRL's own rules."""
 
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,7 +24,7 @@ import pytest
 import trl
 
 from trl_spo import upstream
-from trl_spo.upstream import TRL_HEADER, UpstreamError, generate, transform_module
+from trl_spo.upstream import TRL_HEADER, UpstreamError, generate, ruff_command, transform_module
 
 
 CACHE = Path(os.environ.get("TRL_SPO_CACHE", Path.home() / ".cache" / "trl-spo")) / "trl-sdist"
@@ -81,11 +80,11 @@ def test_every_added_python_file_is_trls_and_passes_its_ruff(pull_request):
         assert text.startswith(TRL_HEADER), path
         assert "trl_spo" not in text and "trl-spo" not in text, path
         assert "upstream: drop" not in text, path
-    ruff = shutil.which("ruff")
+    ruff = ruff_command()
     assert ruff, "ruff is a dev dependency"
     config = ["--config", str(output / "pyproject.toml")]
     for command in (["check"], ["format", "--check"]):
-        result = subprocess.run([ruff, *command, *config, *map(str, added)], capture_output=True, text=True)
+        result = subprocess.run([*ruff, *command, *config, *map(str, added)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -34,6 +34,7 @@ diff of the whole change next to the tree. `docs/upstream.md` says what to do wi
 
 import argparse
 import difflib
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -264,6 +265,14 @@ def _add_toctree_entry(text: str | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def ruff_command() -> list[str] | None:
+    """How to run ruff: the one installed with this Python (also when its `bin/` is not on `PATH`), else `PATH`'s."""
+    if importlib.util.find_spec("ruff") is not None:
+        return [sys.executable, "-m", "ruff"]
+    found = shutil.which("ruff")
+    return [found] if found else None
+
+
 def generate(trl_source: Path, output: Path, diff_path: Path | None = None, format_with_ruff: bool = True) -> dict:
     """
     Write `output`, a copy of `trl_source` with SPO added, and the unified diff of the change to `diff_path`
@@ -311,11 +320,14 @@ def generate(trl_source: Path, output: Path, diff_path: Path | None = None, form
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     python_files = [output / relative for relative in files if relative.endswith(".py")]
-    if format_with_ruff and shutil.which("ruff"):
+    ruff = ruff_command()
+    if format_with_ruff and ruff:
         # TRL's own configuration: its rule sets, isort sections and line length.
         config = ["--config", str(output / "pyproject.toml")]
-        subprocess.run(["ruff", "check", "--fix", "--quiet", *config, *map(str, python_files)], check=False)
-        subprocess.run(["ruff", "format", "--quiet", *config, *map(str, python_files)], check=True)
+        subprocess.run([*ruff, "check", "--fix", "--quiet", *config, *map(str, python_files)], check=False)
+        subprocess.run([*ruff, "format", "--quiet", *config, *map(str, python_files)], check=True)
+    elif format_with_ruff:
+        print("ruff is not installed (`pip install ruff`): the added files are written unformatted.", file=sys.stderr)
 
     diff = []
     for relative in sorted(files):
