@@ -34,6 +34,8 @@ from trl import DPOConfig, DPOTrainer
 from trl_spo import SPOConfig, SPOTrainer
 from trl_spo.tiny_models import tiny_qwen2
 
+from .synthetic_pairs import build_tokenizer, random_sentence
+
 
 # Qwen2-0.5B's shape; `--tiny` shrinks it for the CPU check.
 MODEL_SHAPE = {
@@ -92,8 +94,6 @@ class CudaStepTimer(TrainerCallback):
 
 def _tokenizer_and_rows(model_dir: Path, vocab_size: int, prompt_length: int, completion_length: int, num_rows: int):
     """A BPE-free tokenizer (the tiny benchmark's, padded) and rows of exact token lengths, built from token ids."""
-    from .step_cost import build_tokenizer, random_sentence
-
     rng = random.Random(0)
     tokenizer = build_tokenizer([random_sentence(rng, rng.randint(6, 20)) for _ in range(2000)], 512)
     words = [tokenizer.decode([i]) for i in range(2, len(tokenizer))]
