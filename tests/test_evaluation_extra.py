@@ -12,14 +12,22 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The diversity and drift metrics of `trl_spo.evaluation.metrics`: distinct-n, distinct answers, KL, truncation."""
+"""
+The diversity and drift metrics of `trl_spo.evaluation.metrics`: distinct-n, distinct answers, KL, truncation; and
+the clustered standard errors.
+"""
 
 import math
+import random
+import statistics
 
 import pytest
 import torch
 
 from trl_spo.evaluation import (
+    ClusteredWinRate,
+    clustered_mean,
+    clustered_win_rate,
     distinct_n,
     kl_estimate,
     num_distinct_answers,
@@ -137,3 +145,58 @@ def test_truncation_rate():
     assert truncation_rate([True, False, False, True]) == 0.5
     assert truncation_rate([False]) == 0.0
     assert truncation_rate([]) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Clustered standard errors
+
+
+def test_clustered_win_rate_hand_computed():
+    scores = [1.0, 0.0, 1.0, 1.0, 0.5, None]
+    prompts = [0, 0, 1, 1, 2, 2]
+    result = clustered_win_rate(scores, prompts)
+    # n = 5 judged, mean 3.5 / 5 = 0.7. Residuals per prompt: 0: 0.3 - 0.7 = -0.4; 1: 0.3 + 0.3 = 0.6; 2: -0.2.
+    # Squares 0.16 + 0.36 + 0.04 = 0.56; G / (G - 1) = 3 / 2 -> 0.84; stderr = sqrt(0.84) / 5 = 0.1833030...
+    assert result.win_rate == pytest.approx(0.7, abs=1e-12)
+    assert result.stderr == pytest.approx(math.sqrt(0.84) / 5, rel=1e-12)
+    assert result.stderr == pytest.approx(0.1833030, abs=1e-7)  # the constant above, rounded to 7 digits
+    assert (result.num_judged, result.num_failed, result.num_clusters) == (5, 1, 3)
+    # The plain standard error of the same scores: squares 0.09 + 0.49 + 0.09 + 0.09 + 0.04 = 0.8 -> sqrt(0.8 / 4 / 5).
+    assert win_rate(scores).stderr == pytest.approx(0.2, rel=1e-12)
+
+
+def test_clustered_equals_plain_with_one_answer_per_cluster():
+    rng = random.Random(0)
+    scores = [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for _ in range(37)]
+    plain, clustered = win_rate(scores), clustered_win_rate(scores, list(range(37)))
+    assert clustered.win_rate == plain.win_rate
+    assert clustered.stderr == pytest.approx(plain.stderr, rel=1e-12)
+    assert clustered.num_clusters == 37
+
+
+def test_clustered_with_equal_clusters_is_the_standard_error_of_the_cluster_means():
+    rng = random.Random(1)
+    scores = [rng.random() for _ in range(32 * 4)]
+    prompts = [i // 4 for i in range(32 * 4)]
+    means = [statistics.fmean(scores[4 * g : 4 * g + 4]) for g in range(32)]
+    result = clustered_win_rate(scores, prompts)
+    assert result.win_rate == pytest.approx(statistics.fmean(means), rel=1e-12)
+    assert result.stderr == pytest.approx(statistics.stdev(means) / math.sqrt(32), rel=1e-12)
+    # Answers that are equal within each prompt carry one prompt's worth of information, not four: the plain
+    # standard error is then smaller by sqrt(4 * 127 / 124) (its n - 1 = 127 against the clusters' G - 1 = 31).
+    alike = [means[g] for g in prompts]
+    ratio = clustered_win_rate(alike, prompts).stderr / win_rate(alike).stderr
+    assert ratio == pytest.approx(math.sqrt(4 * 127 / 124), rel=1e-12)
+
+
+def test_clustered_undefined_cases_and_bad_input():
+    assert clustered_win_rate([None, None], [0, 1]) == ClusteredWinRate(None, None, 0, 2, 0)
+    one_prompt = clustered_win_rate([1.0, 0.0, None], [0, 0, 1])  # prompt 1 only failed: one cluster left
+    assert one_prompt.win_rate == 0.5 and one_prompt.stderr is None and one_prompt.num_clusters == 1
+    with pytest.raises(ValueError, match="one entry per comparison"):
+        clustered_win_rate([1.0], [0, 1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        clustered_win_rate([1.5, 0.0], [0, 1])
+    assert clustered_mean([], []).mean is None
+    with pytest.raises(ValueError, match="finite"):
+        clustered_mean([float("nan"), 1.0], [0, 1])

@@ -33,10 +33,14 @@ from .judges import (
     parse_ab_reply,
 )
 from .metrics import (
+    ClusteredMean,
+    ClusteredWinRate,
     EntropySummary,
     KLEstimate,
     LengthControlledWinRate,
     WinRate,
+    clustered_mean,
+    clustered_win_rate,
     comparison_score,
     distinct_n,
     kl_estimate,
@@ -54,6 +58,8 @@ from .runner import evaluate
 
 __all__ = [
     "JUDGES",
+    "ClusteredMean",
+    "ClusteredWinRate",
     "EntropySummary",
     "EvalArguments",
     "JudgeAttemptError",
@@ -66,6 +72,8 @@ __all__ = [
     "Verdict",
     "WinRate",
     "build_judge",
+    "clustered_mean",
+    "clustered_win_rate",
     "comparison_score",
     "distinct_n",
     "evaluate",

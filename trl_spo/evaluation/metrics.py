@@ -31,17 +31,21 @@ Conventions shared by all functions:
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 
 __all__ = [
+    "ClusteredMean",
+    "ClusteredWinRate",
     "EntropySummary",
     "KLEstimate",
     "LengthControlledWinRate",
     "WinRate",
+    "clustered_mean",
+    "clustered_win_rate",
     "comparison_score",
     "distinct_n",
     "kl_estimate",
@@ -240,6 +244,121 @@ def win_rate(scores: Sequence[float | None]) -> WinRate:
     mean = math.fsum(judged) / n if n else None
     stderr = math.sqrt(math.fsum((s - mean) ** 2 for s in judged) / (n - 1) / n) if n >= 2 else None
     return WinRate(win_rate=mean, stderr=stderr, num_judged=n, num_failed=len(scores) - n)
+
+
+@dataclass
+class ClusteredMean:
+    """
+    A mean with its cluster-robust standard error.
+
+    Attributes:
+        mean (`float` or `None`): mean of the values; `None` without values.
+        stderr (`float` or `None`): the standard error with the cluster as the unit (see [`clustered_mean`]); `None`
+            with fewer than 2 clusters.
+        num_values (`int`): n, the values averaged.
+        num_clusters (`int`): G, the clusters that hold at least one of them.
+    """
+
+    mean: float | None
+    stderr: float | None
+    num_values: int
+    num_clusters: int
+
+
+def clustered_mean(values: Sequence[float], clusters: Sequence[Hashable]) -> ClusteredMean:
+    """
+    Mean of values that come in clusters (several answers to one prompt), with a standard error that treats the cluster,
+    not the value, as the independent unit.
+
+    Answers to one prompt share the prompt's difficulty, so they are correlated; the plain standard error
+    (sd / sqrt(n)) treats them as independent and is too small when they are. This is the cluster-robust (CR1,
+    Liang-Zeger) standard error of a mean.
+
+    Formula:
+        mean   = (1/n) * sum_i v_i
+        stderr = sqrt( G / (G - 1) * sum_g ( sum_{i in g} (v_i - mean) )^2 ) / n
+
+    Where:
+        v_i: value i, over the n values; g: a cluster (values with the same key in `clusters`), over the G clusters.
+
+    When every cluster holds the same number k of values, `stderr` is the standard error of the per-cluster means
+    over the clusters, `sd(m_1, ..., m_G) / sqrt(G)` (ddof = 1), with m_g the mean of cluster g: the prompt is the
+    unit. When every cluster holds one value, it is the plain standard error `sd(v) / sqrt(n)` (ddof = 1).
+
+    Args:
+        values (`Sequence[float]`): v_i, length n.
+        clusters (`Sequence[Hashable]`): the cluster of each value (e.g. its prompt's index), length n.
+
+    Returns:
+        [`ClusteredMean`]; `stderr` is `None` with fewer than 2 clusters (undefined, not 0).
+    """
+    if len(values) != len(clusters):
+        raise ValueError(
+            f"`values` and `clusters` must have one entry per value, found {len(values)} and {len(clusters)}."
+        )
+    values = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("`values` must be finite numbers.")
+    n = len(values)
+    if n == 0:
+        return ClusteredMean(mean=None, stderr=None, num_values=0, num_clusters=0)
+    mean = math.fsum(values) / n
+    residual_sums: dict[Hashable, list[float]] = {}
+    for value, cluster in zip(values, clusters, strict=True):
+        residual_sums.setdefault(cluster, []).append(value - mean)
+    g = len(residual_sums)
+    stderr = None
+    if g >= 2:
+        stderr = math.sqrt(g / (g - 1) * math.fsum(math.fsum(r) ** 2 for r in residual_sums.values())) / n
+    return ClusteredMean(mean=mean, stderr=stderr, num_values=n, num_clusters=g)
+
+
+@dataclass
+class ClusteredWinRate(WinRate):
+    """
+    A win rate whose standard error treats clusters of comparisons (the answers to one prompt) as the unit.
+
+    Attributes:
+        win_rate, num_judged, num_failed: as in [`WinRate`].
+        stderr (`float` or `None`): the cluster-robust standard error of [`clustered_mean`]; `None` with fewer than 2
+            clusters that hold a judged comparison.
+        num_clusters (`int`): the clusters with at least one judged comparison.
+    """
+
+    num_clusters: int
+
+
+def clustered_win_rate(scores: Sequence[float | None], clusters: Sequence[Hashable]) -> ClusteredWinRate:
+    """
+    Win rate from order-swapped comparison scores, with the standard error clustered (e.g. by prompt).
+
+    The win rate is [`win_rate`]'s (the mean over the judged comparisons); the standard error is that of
+    [`clustered_mean`] over them. With k answers per prompt and a prompt's answers alike, the plain standard error of
+    [`win_rate`] is too small by up to a factor sqrt(k); this one is not. With one comparison per cluster the two are
+    equal.
+
+    Args:
+        scores (`Sequence[float | None]`): one score in [0, 1] per comparison; `None` marks a failed comparison (left
+            out; a cluster whose comparisons all failed is not counted).
+        clusters (`Sequence[Hashable]`): the cluster of each comparison (its prompt's index), same length as `scores`.
+
+    Returns:
+        [`ClusteredWinRate`].
+    """
+    if len(scores) != len(clusters):
+        raise ValueError(
+            f"`scores` and `clusters` must have one entry per comparison, found {len(scores)} and {len(clusters)}."
+        )
+    kept = [(float(s), c) for s, c in zip(scores, clusters, strict=True) if s is not None]
+    _check_scores([s for s, _ in kept])
+    result = clustered_mean([s for s, _ in kept], [c for _, c in kept])
+    return ClusteredWinRate(
+        win_rate=result.mean,
+        stderr=result.stderr,
+        num_judged=result.num_values,
+        num_failed=len(scores) - result.num_values,
+        num_clusters=result.num_clusters,
+    )
 
 
 @dataclass
