@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-The reward-diversity frontier on a real chat model: SPO and DPO trained on SmolLM2-135M-Instruct, on CPU.
+SPO and DPO on an open-ended chat task at a CPU budget (SmolLM2-135M-Instruct): reward against diversity.
 
 `trl-spo bench chat` (or `python -m trl_spo.benchmarks.chat_frontier`) is a small version of the paper's section 7.
 It trains SmolLM2-135M-Instruct (`trl_spo.benchmarks.smollm2`, built offline from a GGUF file) on preference data that
@@ -22,21 +22,30 @@ alpha with the paper's beta and with beta = 0, DPO at two betas, SPO on rankings
 Table 6 ablation that measures the KL on the dataset's completions), all from the same data, steps, learning rate and
 seed. Each trained policy then answers the held-out prompts `k` times, and is measured with `trl_spo.evaluation`:
 
-- mean known reward, and win rate against the base model's answers under the known reward (with its standard error);
+- mean known reward, and win rate against the base model's answers under the known reward, with its standard error
+  clustered by prompt (the k answers to one prompt are not independent: the prompt is the unit);
 - per-token entropy of the policy on its own samples, and useful entropy (section 7.3: over the answers that beat
   the base model's);
 - distinct answers and distinct-2 per prompt;
-- KL(pi || pi_ref) estimated on the samples (sum of per-token log ratios, EOS included), and the truncation rate.
+- KL(pi || pi_ref) estimated on the samples (sum of per-token log ratios, EOS included; standard error clustered by
+  prompt), and the truncation rate.
 
 It writes, to `--output_dir`: `chat_frontier.json` (every number), `chat_frontier.md` (the table, with the command and
 the time it took), `chat_frontier.png` (win rate against entropy, one point per setting: the frontier) and
 `chat_frontier_samples.jsonl` (every evaluated answer with its reward, entropy and log ratio). `--update_doc
 docs/results.md` rewrites the block between `<!-- chat-frontier:begin -->` and `<!-- chat-frontier:end -->`.
+
+`--rerender_from DIR` trains nothing: it recomputes every row's statistics from `DIR/chat_frontier_samples.jsonl`,
+checks them against `DIR/chat_frontier.json` (so the answers are that run's), and rewrites the JSON, the table and the
+figure in `DIR` (and the `--update_doc` block). It is how a change in the summary (the clustered standard errors) reaches
+the committed results without the 40 minutes of training.
 """
 
 import argparse
 import hashlib
 import json
+import math
+import re
 import shlex
 import sys
 import tempfile
@@ -102,7 +111,8 @@ class BenchmarkConfig:
         learning_rate (`float`): peak learning rate of full fine-tuning, decayed linearly.
         lora_learning_rate (`float`): the same for LoRA, which needs a larger step to move as far.
         gamma (`float`): SPO's mu exponent (Eq. 12), the paper's.
-        generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples (the paper's 8).
+        generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples (8, the paper's T on
+            TinyStories, App. E.3).
         max_completion_length (`int`): tokens of a KL sample and of an evaluated answer (the data's own limit).
         num_eval_prompts (`int`): held-out prompts evaluated.
         num_eval_samples (`int`): answers per held-out prompt (k).
@@ -281,6 +291,8 @@ def sample_and_score(policy_dir: str, base, tokenizer, rows: list[dict], config:
 def summarize_policy(records: list[dict], rows: list[dict]) -> dict:
     """The table's numbers for one policy, from its evaluated answers and the base model's cached ones."""
     from ..evaluation.metrics import (
+        clustered_mean,
+        clustered_win_rate,
         distinct_n,
         kl_estimate,
         num_distinct_answers,
@@ -300,22 +312,27 @@ def summarize_policy(records: list[dict], rows: list[dict]) -> dict:
             answer["win_score"] = score
         scores.extend(prompt_scores)
     ordered = [a for _, answers in sorted(by_prompt.items()) for a in answers]
-    rate = win_rate(scores)
+    prompts = [a["prompt_index"] for a in ordered]
+    # The k answers to one prompt share its difficulty: the standard errors take the prompt as the unit.
+    rate = clustered_win_rate(scores, prompts)
     entropy = useful_entropy([a["entropy"] for a in ordered], scores, threshold=0.5)
-    kl = kl_estimate([a["log_ratio"] for a in ordered])
+    kl = clustered_mean([a["log_ratio"] for a in ordered], prompts)
     distinct_2 = [distinct_n([a["answer"] for a in answers], 2) for answers in by_prompt.values()]
     distinct_2 = [d for d in distinct_2 if d is not None]
     return {
         "mean_reward": sum(a["reward"] for a in ordered) / len(ordered),
         "win_rate": rate.win_rate,
         "win_rate_stderr": rate.stderr,
+        "win_rate_stderr_unclustered": win_rate(scores).stderr,
         "entropy": entropy.mean_entropy,
         "useful_entropy": entropy.useful_entropy,
         "distinct_answers": sum(num_distinct_answers([a["answer"] for a in v]) for v in by_prompt.values())
         / len(by_prompt),
         "distinct_2": sum(distinct_2) / len(distinct_2) if distinct_2 else None,
-        "kl_to_base": kl.kl,
+        "kl_to_base": kl.mean,
         "kl_to_base_stderr": kl.stderr,
+        "kl_to_base_stderr_unclustered": kl_estimate([a["log_ratio"] for a in ordered]).stderr,
+        "num_prompts": len(by_prompt),
         "truncation_rate": truncation_rate([a["truncated"] for a in ordered]),
         "mean_tokens": sum(a["num_tokens"] for a in ordered) / len(ordered),
     }
@@ -335,8 +352,8 @@ def _fmt(value, digits=2, stderr=None) -> str:
 
 def markdown_table(rows: list[dict], caption: str) -> str:
     header = (
-        "| policy | mean reward | win rate vs base (%) | entropy (nats/token) | useful entropy | distinct answers | "
-        "distinct-2 | KL to base (nats) | truncated | train s |"
+        "| policy | mean reward | win rate vs base (%) ± SE clustered by prompt | entropy (nats/token) | useful entropy | "
+        "distinct answers | distinct-2 | KL to base (nats) ± SE clustered by prompt | truncated | train s |"
     )
     lines = [header, "| --- |" + " ---: |" * 9]
     for row in rows:
@@ -362,10 +379,17 @@ def plot(rows: list[dict], path: Path) -> None:
         for axis, key in ((by_win, "win_rate"), (by_reward, "mean_reward")):
             value = 100 * row[key] if key == "win_rate" else row[key]
             axis.scatter(row["entropy"], value, color=color)
+            if key == "win_rate" and row.get("win_rate_stderr") is not None:
+                axis.errorbar(row["entropy"], value, yerr=100 * row["win_rate_stderr"], color=color, alpha=0.4)
             axis.annotate(row["name"], (row["entropy"], value), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    by_win.set(xlabel="entropy of the policy's answers (nats/token)", ylabel="win rate vs base model (%)")
+    by_win.set(
+        xlabel="entropy of the policy's answers (nats/token)",
+        ylabel="win rate vs base model (%), ± 1 SE clustered by prompt",
+    )
     by_reward.set(xlabel="entropy of the policy's answers (nats/token)", ylabel="mean known reward")
-    by_win.set_title("Reward-diversity frontier (blue SPO, red DPO, black base)")
+    figure.suptitle(
+        "An open-ended chat task at a CPU budget (SmolLM2-135M-Instruct): inconclusive. Blue SPO, red DPO, black base"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -418,18 +442,6 @@ def run(
             f"KL {_fmt(row['kl_to_base'], 1)} ({run_seconds[-1]:.0f} s)"
         )
     total_seconds = time.perf_counter() - started
-    caption = (
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32), seed {config.seed}: {config.max_steps} steps of "
-        f"{config.batch_size} pairs (rankings: {config.batch_size // 2} rows of 4) per setting, learning rate "
-        f"{config.learning_rate:g} ({config.lora_learning_rate:g} for LoRA), gamma {config.gamma}; evaluated on "
-        f"{len(rows)} held-out prompts x {config.num_eval_samples} answers at temperature 1, at most "
-        f"{config.max_completion_length} tokens. Win rate: against the base model's 4 cached answers per prompt, "
-        f"under the known reward (ties count half), ± standard error. {total_seconds / 60:.0f} min in all on "
-        f"{torch.get_num_threads()} CPU threads. Command: `{command}`"
-    )
-    table = markdown_table(results, caption)
-    figure = output_dir / "chat_frontier.png"
-    plot(results, figure)
     with (output_dir / "chat_frontier_samples.jsonl").open("w", encoding="utf-8") as f:
         for name, answers in records.items():
             for answer in answers:
@@ -439,14 +451,108 @@ def run(
         "config": asdict(config),
         "rows": results,
         "total_seconds": total_seconds,
-        "table": table,
-        "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest(),
+        "num_threads": torch.get_num_threads(),
     }
+    write_report(payload, output_dir, doc)
+    return results
+
+
+def caption_for(payload: dict) -> str:
+    """The table's caption, from the run's stored configuration, time, thread count and command."""
+    config = payload["config"]
+    num_prompts = payload["rows"][0]["num_prompts"]
+    caption = (
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32), seed {config['seed']}: {config['max_steps']} "
+        f"steps of {config['batch_size']} pairs (rankings: {config['batch_size'] // 2} rows of 4) per setting, "
+        f"learning rate {config['learning_rate']:g} ({config['lora_learning_rate']:g} for LoRA), gamma "
+        f"{config['gamma']}; evaluated on {num_prompts} held-out prompts x {config['num_eval_samples']} answers at "
+        f"temperature 1, at most {config['max_completion_length']} tokens. Win rate: against the base model's 4 cached "
+        f"answers per prompt, under the known reward (ties count half). ± is the standard error clustered by prompt: "
+        f"the {config['num_eval_samples']} answers to a prompt are not independent, so the {num_prompts} prompts are "
+        f"the unit (CR1). {payload['total_seconds'] / 60:.0f} min in all on {payload['num_threads']} CPU threads. "
+        f"Command: `{payload['command']}`"
+    )
+    if payload.get("rerender_command"):
+        caption += (
+            f". Table re-rendered from the committed answers, without retraining: `{payload['rerender_command']}`"
+        )
+    return caption
+
+
+def write_report(payload: dict, output_dir: Path, doc: Path | None = None) -> str:
+    """Writes the table, the figure and the JSON (`payload` plus the table and the figure's hash); returns the table."""
+    table = markdown_table(payload["rows"], caption_for(payload))
+    figure = output_dir / "chat_frontier.png"
+    plot(payload["rows"], figure)
+    payload = {**payload, "table": table, "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest()}
     (output_dir / "chat_frontier.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     (output_dir / "chat_frontier.md").write_text(table)
     if doc is not None:
         update_doc(doc, table, name="chat-frontier")
-    return results
+    return table
+
+
+# Row entries whose definition changed after a committed run: the rerender recomputes them rather than checking them.
+RECOMPUTED_KEYS = frozenset({"win_rate_stderr", "kl_to_base_stderr"})
+
+
+def recompute_rows(payload: dict, samples: list[dict], data_dir: Path = DATA_DIR) -> list[dict]:
+    """
+    Every row of `payload` with its statistics recomputed by `summarize_policy` from the run's evaluated answers.
+
+    The training entries (time, final loss, trainer KL) are kept. Every recomputed entry that the row already holds
+    must equal it (relative 1e-9, the same arithmetic on the same stored floats), except those in `RECOMPUTED_KEYS`;
+    a `ValueError` otherwise: the answers are not this JSON's run.
+    """
+    records: dict[str, list[dict]] = {}
+    for sample in samples:
+        records.setdefault(sample["policy"], []).append({k: v for k, v in sample.items() if k != "policy"})
+    heldout = read_jsonl(data_dir / SAMPLES_HELDOUT_FILE)[: payload["config"]["num_eval_prompts"]]
+    rows = []
+    for committed in payload["rows"]:
+        policy = "base" if committed["name"] == "base model" else committed["name"]
+        if policy not in records:
+            raise ValueError(f"no answers of {policy!r} in the samples; found {sorted(records)}")
+        answers = records[policy]
+        stored_scores = [a.get("win_score") for a in answers]
+        summary = summarize_policy(answers, heldout)
+        if any(s is not None and s != a["win_score"] for s, a in zip(stored_scores, answers, strict=True)):
+            raise ValueError(f"{committed['name']}: the stored win scores differ from the held-out data's rewards")
+        for key, value in summary.items():
+            if key in committed and key not in RECOMPUTED_KEYS and not _same(committed[key], value):
+                raise ValueError(
+                    f"{committed['name']}: {key} recomputed from the answers is {value!r}, the JSON has "
+                    f"{committed[key]!r}: the samples are not this JSON's run"
+                )
+        training = {k: v for k, v in committed.items() if k != "name" and k not in summary}
+        rows.append({"name": committed["name"], **summary, **training})
+    return rows
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def rerender(results_dir: Path, command: str, doc: Path | None = None, data_dir: Path = DATA_DIR) -> list[dict]:
+    """
+    Rebuilds `results_dir`'s chat_frontier.json rows, table and figure (and `doc`'s block) from its committed JSON and
+    `chat_frontier_samples.jsonl`, training nothing. `command` is recorded in the caption next to the run's own.
+    """
+    payload = json.loads((results_dir / "chat_frontier.json").read_text(encoding="utf-8"))
+    samples = read_jsonl(results_dir / "chat_frontier_samples.jsonl")
+    rows = recompute_rows(payload, samples, data_dir)
+    if "num_threads" not in payload:
+        # Runs before the field existed name it in their caption only.
+        found = re.search(r"on (\d+) CPU threads", payload.get("table", ""))
+        if found is None:
+            raise ValueError("the JSON stores no thread count and its caption names none")
+        payload["num_threads"] = int(found.group(1))
+    payload = {k: v for k, v in payload.items() if k not in ("table", "figure_sha256")}
+    payload.update(rows=rows, rerender_command=command)
+    write_report(payload, results_dir, doc)
+    return rows
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -461,12 +567,24 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--settings", nargs="+", default=None, help="names of the settings to run (default: all of them)"
     )
     parser.add_argument("--update_doc", default=None, help="Markdown file whose marked block receives the table")
+    parser.add_argument(
+        "--rerender_from",
+        default=None,
+        help="train nothing: recompute the table from DIR/chat_frontier.json and DIR/chat_frontier_samples.jsonl (a "
+        "committed run) and rewrite them in DIR; the options above other than --update_doc are ignored",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None, prog: str = "trl-spo bench chat") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = make_parser(prog).parse_args(argv)
+    command = shlex.join(prog.split() + argv)
+    doc = Path(parsed.update_doc) if parsed.update_doc else None
+    if parsed.rerender_from is not None:
+        rows = rerender(Path(parsed.rerender_from), command, doc)
+        print(markdown_table(rows, f"Rewritten in {parsed.rerender_from}"))
+        return 0
     for name in ("max_steps", "num_eval_prompts", "num_eval_samples"):
         if getattr(parsed, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(parsed, name)}")
@@ -484,8 +602,7 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench chat") -> int
         num_eval_samples=parsed.num_eval_samples,
         settings=settings,
     )
-    command = shlex.join(prog.split() + argv)
-    rows = run(config, Path(parsed.output_dir), command, Path(parsed.update_doc) if parsed.update_doc else None)
+    rows = run(config, Path(parsed.output_dir), command, doc)
     print(markdown_table(rows, f"Written to {parsed.output_dir}"))
     return 0
 
