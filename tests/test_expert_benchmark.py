@@ -269,6 +269,21 @@ def test_shipped_results_support_what_the_docs_say():
     assert all(abs(row["trainer_kl_global"] - row["kl_to_reference"]) < 0.01 for row in sweep[1:])
 
 
+def test_shipped_mass_on_the_valid_answers_is_what_the_docs_say():
+    """README and docs/upstream.md give the TV and max-probability figures conditioned on Y, with pi(Y) beside them."""
+    rows = {
+        row["name"]: row
+        for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
+    }
+    mass = {name: row["mass_on_Y"] for name, row in rows.items()}
+    # "SPO with beta = 0 and alpha = 0.5 / 1 / 2, 0.0001 / 0.021 / 0.99": two of the three left Y almost entirely.
+    assert [round(mass[f"SPO α={a} β=0"], 4) for a in ("0.5", "1")] == [0.0001, 0.021]
+    assert round(mass["SPO α=2 β=0"], 2) == 0.99
+    # "DPO with beta = 0.1 / 0.01, 1.3e-7 / 0.98"; "SPO with the KL on, 0.997-0.998".
+    assert f"{mass['DPO β=0.1']:.1e}" == "1.3e-07" and round(mass["DPO β=0.01"], 2) == 0.98
+    assert {round(mass[f"SPO α=1 β={b}"], 3) for b in ("0.01", "0.1", "1")} == {0.997, 0.998}
+
+
 def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input(capsys):
     from trl_spo.cli import main
 
