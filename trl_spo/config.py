@@ -59,14 +59,17 @@ class SPOConfig(DPOConfig):
         alpha (`float`, *optional*, defaults to `0.01`):
             Softness of the preference loss (Eq. 8 of the paper). The loss's unique minimiser in the tabular model is
             `Softmax(r / alpha)` (Theorem 1): `alpha = 1` recovers the Bradley-Terry expert distribution, smaller
-            values sharpen it, and `alpha = 0` is the deterministic `argmax` (Eq. 9). Must be `>= 0`. The paper uses
-            `0.01` on Llama-2-7B and tries `{0.001, 0.01}`. The loss is DPO's log-loss divided by `alpha`: on pairs
+            values sharpen it, and `alpha = 0` is the deterministic `argmax` (Eq. 9). Must be `>= 0`. The paper gives
+            grids, not a default: `{0.001, 0.01}` on Llama-2-7B and Llama-3-8B (best on Llama-2-7B: `0.01`, Table 7)
+            and `0.001` on TinyStories (App. E). The loss is DPO's log-loss divided by `alpha`: on pairs
             it starts near `log(2) / alpha` (69.3 at `alpha = 0.01`) where DPO's starts at `log(2) = 0.693`; the
             logged `loss/preference_normalized` (`alpha` times the preference loss) is on DPO's scale.
         beta (`float`, *optional*, defaults to `0.01`):
             Weight of the global KL regulariser `KL(π_θ ‖ π_ref)` (Eq. 5 and 13). As in DPO, a higher β keeps the
             policy closer to the reference model, but here it acts on freshly sampled completions rather than on the
-            dataset pairs. `0` switches the regulariser off and skips online generation. Must be `>= 0`.
+            dataset pairs. `0` switches the regulariser off and skips online generation. Must be `>= 0`. The paper's
+            grids: `{0.001, 0.01}` on Llama-2-7B and Llama-3-8B (best on Llama-2-7B: `0.01`, Table 7) and
+            `{0.01, 0.1}` on TinyStories (App. E).
         gamma (`float`, *optional*, defaults to `0.01`):
             Exponent of the sample weight μ of Eq. 12, `μ = 2 σ(s - mean(s))` with `s = (π(y_w) + π(y_l))^γ`. μ
             changes the training dynamics but not the fixed point (Theorem 2). `0` gives μ = 1 ("SPO-basic"); the
@@ -88,7 +91,8 @@ class SPOConfig(DPOConfig):
 
         generation_interval (`int`, *optional*, defaults to `8`):
             Number of optimizer steps between two refreshes of the KL sample buffer (T in Algorithm 1). The buffer
-            sampled at step `k * generation_interval` is reused until the next refresh. Must be `>= 1`.
+            sampled at step `k * generation_interval` is reused until the next refresh. Must be `>= 1`. The default
+            is the paper's T on TinyStories (App. E.3).
         kl_batch_size (`int`, *optional*):
             Number of completions sampled per device at each refresh. If `None`, half the number of preference pairs
             one device sees per optimizer step (`per_device_train_batch_size * gradient_accumulation_steps // 2`,
@@ -141,8 +145,8 @@ class SPOConfig(DPOConfig):
             Model implementation vLLM uses: `"vllm"` or `"transformers"`.
 
     > [!NOTE]
-    > These parameters have default values different from [`~trl.DPOConfig`]: `beta` defaults to `0.01` (the
-    > paper's value) instead of `0.1`.
+    > These parameters have default values different from [`~trl.DPOConfig`]: `beta` defaults to `0.01` instead of
+    > `0.1`. The paper gives grids, not defaults; `0.01` is the best of its `beta` grid on Llama-2-7B (Table 7).
     """
 
     _VALID_DICT_FIELDS = DPOConfig._VALID_DICT_FIELDS + ["generation_kwargs"]

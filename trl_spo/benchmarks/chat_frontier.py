@@ -13,12 +13,12 @@
 # limitations under the License.
 
 """
-SPO and DPO on an open-ended chat task at a CPU budget (SmolLM2-135M-Instruct): reward against diversity.
+SPO and DPO on an open-ended chat task at a CPU budget (SmolLM2-135M-Instruct): inconclusive at its default budget.
 
 `trl-spo bench chat` (or `python -m trl_spo.benchmarks.chat_frontier`) is a small version of the paper's section 7.
 It trains SmolLM2-135M-Instruct (`trl_spo.benchmarks.smollm2`, built offline from a GGUF file) on preference data that
 simulated annotators labelled with a known reward (`trl_spo.benchmarks.chat_task`), once per setting (SPO at several
-alpha with the paper's beta and with beta = 0, DPO at two betas, SPO on rankings, SPO with LoRA, and the paper's
+alpha with beta = 0.01 and with beta = 0, DPO at two betas, SPO on rankings, SPO with LoRA, and the paper's
 Table 6 ablation that measures the KL on the dataset's completions), all from the same data, steps, learning rate and
 seed. Each trained policy then answers the held-out prompts `k` times, and is measured with `trl_spo.evaluation`:
 
