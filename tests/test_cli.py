@@ -48,6 +48,17 @@ def test_every_recipe_loads_into_spo_config(recipe, monkeypatch):
     assert model_args.model_name_or_path == values["model_name_or_path"]
 
 
+@pytest.mark.parametrize("name", ["spo_best_of_n.yaml", "spo_ranking.yaml"])
+def test_tinystories_warmup_finishes_within_one_epoch(name, monkeypatch):
+    # One epoch of the paper's 5,000 rows at batch 32 is 157 steps; the paper's 5,000 warm-up steps would never end.
+    monkeypatch.chdir(REPO_ROOT)
+    recipe = REPO_ROOT / "recipes" / "tinystories" / name
+    _, training_args, _, _ = make_parser().parse_args_and_config(
+        ["--config", str(recipe), "--use_cpu", "true"], fail_with_unknown_args=True
+    )
+    assert training_args.get_warmup_steps(157) == 16
+
+
 def test_launch_and_training_arguments_are_split_like_trl():
     recipe = str(REPO_ROOT / "recipes" / "tiny" / "spo.yaml")
     launch, training = split_arguments(
