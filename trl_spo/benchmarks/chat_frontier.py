@@ -56,46 +56,23 @@ from pathlib import Path
 import torch
 
 from .chat_task import PREFERENCES_FILE, RANKINGS_FILE, REWARD_DIGITS, SAMPLES_HELDOUT_FILE, read_jsonl, reward
+from .harness import Setting, TrainingPlan, select_settings, train_setting
 from .reporting import ProgressPrinter, update_doc
 
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "recipes" / "smollm2" / "data"
 
 
-@dataclass(frozen=True)
-class Setting:
-    """
-    One trained policy.
-
-    Args:
-        name (`str`): the table's label.
-        method (`str`): `"spo"` or `"dpo"`.
-        beta (`float`): SPO's KL weight, or DPO's beta.
-        alpha (`float`, *optional*): SPO's softness.
-        data (`str`): `"pairs"` or `"rankings"` (SPO's Eq. 15).
-        lora (`bool`): train a LoRA adapter (r = 16) instead of every weight; the reference is the adapter-free model.
-        regularizer (`str`): SPO's `"global_kl"`, or `"dataset_kl"` (the paper's Table 6 ablation).
-    """
-
-    name: str
-    method: str
-    beta: float
-    alpha: float | None = None
-    data: str = "pairs"
-    lora: bool = False
-    regularizer: str = "global_kl"
-
-
 DEFAULT_SETTINGS = (
-    Setting("SPO α=1 β=0.01", "spo", beta=0.01, alpha=1.0),
-    Setting("SPO α=0.1 β=0.01", "spo", beta=0.01, alpha=0.1),
-    Setting("SPO α=0.01 β=0.01", "spo", beta=0.01, alpha=0.01),
-    Setting("SPO α=0.1 β=0", "spo", beta=0.0, alpha=0.1),
-    Setting("SPO α=0.1 β=0.01, dataset KL (Table 6)", "spo", beta=0.01, alpha=0.1, regularizer="dataset_kl"),
-    Setting("SPO α=0.1 β=0.01, rankings (Eq. 15)", "spo", beta=0.01, alpha=0.1, data="rankings"),
-    Setting("SPO α=0.1 β=0.01, LoRA", "spo", beta=0.01, alpha=0.1, lora=True),
-    Setting("DPO β=0.1", "dpo", beta=0.1),
-    Setting("DPO β=0.5", "dpo", beta=0.5),
+    Setting("spo", alpha=1.0, beta=0.01),
+    Setting("spo", alpha=0.1, beta=0.01),
+    Setting("spo", alpha=0.01, beta=0.01),
+    Setting("spo", alpha=0.1, beta=0.0),
+    Setting("spo", alpha=0.1, beta=0.01, regularizer="dataset_kl"),
+    Setting("spo", alpha=0.1, beta=0.01, data="rankings"),
+    Setting("spo", alpha=0.1, beta=0.01, lora=True),
+    Setting("dpo", beta=0.1),
+    Setting("dpo", beta=0.5),
 )
 
 
@@ -139,40 +116,22 @@ class BenchmarkConfig:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def training_arguments(setting: Setting, config: BenchmarkConfig, output_dir: str):
-    from trl import DPOConfig
-
-    from trl_spo import SPOConfig
-
-    common = dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=config.batch_size // 2 if setting.data == "rankings" else config.batch_size,
-        max_steps=config.max_steps,
-        learning_rate=config.lora_learning_rate if setting.lora else config.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
+def training_plan(config: BenchmarkConfig) -> TrainingPlan:
+    """What every setting shares (`trl_spo.benchmarks.harness`); rankings take `batch_size // 2` rows of 4."""
+    return TrainingPlan(
         seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        max_length=config.max_completion_length + 64,  # the chat-templated prompt is about 40 tokens
-        activation_checkpointing=False,
-        beta=setting.beta,
-    )
-    if setting.method == "dpo":
-        return DPOConfig(**common)
-    return SPOConfig(
-        **common,
-        alpha=setting.alpha,
+        max_steps=config.max_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        lora_learning_rate=config.lora_learning_rate,
         gamma=config.gamma,
-        regularizer=setting.regularizer,
         generation_interval=config.generation_interval,
+        max_length=config.max_completion_length + 64,  # the chat-templated prompt is about 40 tokens
         max_completion_length=config.max_completion_length,
+        logging_steps=1,
+        ranking_size=4,
+        extra_arguments={"activation_checkpointing": False},
     )
 
 
@@ -181,32 +140,20 @@ def train_one(
 ) -> dict:
     """Train `setting` from the base model and save the policy (merged, for LoRA) to `output_dir`."""
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, PrinterCallback
-    from trl import DPOTrainer
-
-    from trl_spo import SPOTrainer
+    from transformers import AutoTokenizer
 
     rows = read_jsonl(data_dir / (RANKINGS_FILE if setting.data == "rankings" else PREFERENCES_FILE))
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(setting, config, scratch)
-        peft_config = None
-        if setting.lora:
-            peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
-        trainer_class = SPOTrainer if setting.method == "spo" else DPOTrainer
-        trainer = trainer_class(
-            model=base_dir,
-            args=args,
-            train_dataset=Dataset.from_list(rows).shuffle(seed=config.seed),
-            processing_class=tokenizer,
+        trainer, seconds = train_setting(
+            setting,
+            training_plan(config),
+            base_dir,
+            Dataset.from_list(rows).shuffle(seed=config.seed),
+            tokenizer,
+            scratch,
             callbacks=[progress],
-            peft_config=peft_config,
         )
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
         history = [entry for entry in trainer.state.log_history if "loss" in entry]
         model = trainer.model.merge_and_unload() if setting.lora else trainer.model
         model.save_pretrained(output_dir)
@@ -588,13 +535,7 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench chat") -> int
     for name in ("max_steps", "num_eval_prompts", "num_eval_samples"):
         if getattr(parsed, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(parsed, name)}")
-    settings = DEFAULT_SETTINGS
-    if parsed.settings is not None:
-        known = {setting.name: setting for setting in DEFAULT_SETTINGS}
-        unknown = [name for name in parsed.settings if name not in known]
-        if unknown:
-            raise ValueError(f"unknown settings {unknown}; expected names among {list(known)}")
-        settings = tuple(known[name] for name in parsed.settings)
+    settings = select_settings(parsed.settings, {"default": DEFAULT_SETTINGS})
     config = BenchmarkConfig(
         seed=parsed.seed,
         max_steps=parsed.max_steps,

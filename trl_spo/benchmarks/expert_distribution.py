@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, TrainerCallback
+from transformers import TrainerCallback
 
 from .expert_task import (
     ExpertTask,
@@ -50,37 +50,8 @@ from .expert_task import (
     kl_divergence,
     total_variation,
 )
+from .harness import Setting, TrainingPlan, train_setting
 from .reporting import ProgressPrinter, update_doc
-
-
-@dataclass(frozen=True)
-class Setting:
-    """
-    One training run: a method and its knobs.
-
-    Args:
-        method (`str`): `"spo"` or `"dpo"`.
-        beta (`float`): SPO's global-KL weight, or DPO's beta.
-        alpha (`float` or `None`): SPO's softness (its target is `Softmax(r / alpha)`); `None` for DPO.
-    """
-
-    method: str
-    beta: float
-    alpha: float | None = None
-
-    def __post_init__(self):
-        if self.method not in ("spo", "dpo"):
-            raise ValueError(f"method must be 'spo' or 'dpo', got {self.method!r}")
-        if (self.method == "spo") != (self.alpha is not None):
-            raise ValueError(
-                f"alpha is required for SPO and meaningless for DPO, got method={self.method!r}, alpha={self.alpha}"
-            )
-
-    @property
-    def name(self) -> str:
-        if self.method == "spo":
-            return f"SPO α={self.alpha:g} β={self.beta:g}"
-        return f"DPO β={self.beta:g}"
 
 
 DEFAULT_SETTINGS = (
@@ -152,39 +123,20 @@ class DistributionTracker(TrainerCallback):
             self.record(model, state.global_step)
 
 
-def training_arguments(setting: Setting, config: BenchmarkConfig, output_dir: str):
-    from trl import DPOConfig
-
-    from trl_spo import SPOConfig
-
-    common = dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=config.batch_size,
+def training_plan(config: BenchmarkConfig) -> TrainingPlan:
+    """What every setting shares (`trl_spo.benchmarks.harness`)."""
+    return TrainingPlan(
+        seed=config.seed,
         max_steps=config.max_steps,
+        batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         lr_scheduler_type="linear",  # decays to zero: the last steps average out minibatch noise around the optimum
-        warmup_steps=0,
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=config.eval_every,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        max_length=16,
-        beta=setting.beta,
-    )
-    if setting.method == "dpo":
-        return DPOConfig(**common)
-    return SPOConfig(
-        **common,
-        alpha=setting.alpha,
         gamma=config.gamma,
         generation_interval=config.generation_interval,
         kl_batch_size=config.kl_batch_size,
+        max_length=16,
         max_completion_length=8,  # longer than any response in Y: samples that do not stop show up as clipped
+        logging_steps=config.eval_every,
     )
 
 
@@ -197,31 +149,22 @@ def train_one(
     dataset,
     progress: ProgressPrinter | None = None,
 ) -> dict:
-    from trl import DPOTrainer
-
-    from trl_spo import SPOTrainer
-
-    target = task.target(target_alpha(asdict(setting)))
+    target = task.target(target_alpha(setting.summary()))
     tracker = DistributionTracker(tokenizer, task, target, config.eval_every)
     with tempfile.TemporaryDirectory() as output_dir:
-        args = training_arguments(setting, config, output_dir)
-        trainer_class = SPOTrainer if setting.method == "spo" else DPOTrainer
-        # `model` as a path: the trainer loads the policy and, for DPO and the global KL, the reference from it.
-        trainer = trainer_class(
-            model=reference_dir,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
+        trainer, seconds = train_setting(
+            setting,
+            training_plan(config),
+            reference_dir,
+            dataset,
+            tokenizer,
+            output_dir,
             callbacks=[tracker] if progress is None else [tracker, progress],
         )
-        trainer.remove_callback(PrinterCallback)  # the progress lines replace a dict of metrics every 16 steps
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
         pi, mass = distribution_over_responses(trainer.model, tokenizer, task)
         logged_kl = [entry["kl/global"] for entry in trainer.state.log_history if "kl/global" in entry]
     return {
-        "setting": asdict(setting) | {"name": setting.name},
+        "setting": setting.summary(),
         "seconds": seconds,
         "history": tracker.history,
         "final": pi.tolist(),

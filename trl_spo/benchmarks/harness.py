@@ -1,0 +1,246 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The one place where the benchmarks train "these settings from the same reference, data, steps and seed".
+
+`bench expert`, `bench chat` and `bench answers` each compare SPO and DPO settings trained one after another in one
+process. What a setting is (`Setting`), what every setting of one benchmark shares (`TrainingPlan`), how the two become
+an `SPOConfig` or a `DPOConfig` (`training_arguments`), and how a setting is trained (`train_setting`) live here, so
+the comparison is the same in every benchmark: only `method`, `alpha`, `beta`, the data and the regulariser differ
+between the rows of a table.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+METHODS = ("spo", "dpo")
+DATA = ("pairs", "rankings")
+REGULARIZERS = ("global_kl", "dataset_kl")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One trained policy: a method and its knobs.
+
+    Args:
+        method (`str`): `"spo"` or `"dpo"`.
+        beta (`float`): SPO's weight of the KL term, or DPO's beta.
+        alpha (`float`, *optional*): SPO's softness (its target is `Softmax(r / alpha)`); `None` for DPO.
+        data (`str`): `"pairs"`, or `"rankings"` (SPO's Eq. 15).
+        regularizer (`str`): SPO's `"global_kl"` (Eq. 13), or `"dataset_kl"` (the paper's Table 6 ablation).
+        lora (`bool`): train a LoRA adapter instead of every weight; the reference is the adapter-free model.
+        label (`str`, *optional*): the table's name for it; by default built from the fields (`name`).
+    """
+
+    method: str
+    beta: float
+    alpha: float | None = None
+    data: str = "pairs"
+    regularizer: str = "global_kl"
+    lora: bool = False
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be 'spo' or 'dpo', got {self.method!r}")
+        if (self.method == "spo") != (self.alpha is not None):
+            raise ValueError(
+                f"alpha is required for SPO and meaningless for DPO, got method={self.method!r}, alpha={self.alpha}"
+            )
+        if self.data not in DATA:
+            raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if self.method == "dpo" and (self.data != "pairs" or self.regularizer != "global_kl"):
+            raise ValueError("DPO settings train on pairs with DPO's own loss: data and regularizer are SPO's knobs")
+
+    @property
+    def name(self) -> str:
+        if self.label is not None:
+            return self.label
+        if self.method == "dpo":
+            name = f"DPO β={self.beta:g}"
+        else:
+            name = f"SPO α={self.alpha:g} β={self.beta:g}"
+        if self.regularizer == "dataset_kl":
+            name += ", dataset KL (Table 6)"
+        if self.data == "rankings":
+            name += ", rankings (Eq. 15)"
+        if self.lora:
+            name += ", LoRA"
+        return name
+
+    def summary(self) -> dict[str, Any]:
+        """The columns every results file stores for the setting."""
+        return {
+            "name": self.name,
+            "method": self.method,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "data": self.data,
+            "regularizer": self.regularizer if self.method == "spo" else None,
+            "lora": self.lora,
+        }
+
+
+@dataclass
+class TrainingPlan:
+    """
+    What every setting of one benchmark shares.
+
+    Args:
+        seed (`int`): seeds every trainer and its data order.
+        max_steps (`int`): optimizer steps per setting.
+        batch_size (`int`): pairs per optimizer step. Rankings of `ranking_size` responses take
+            `2 * batch_size // ranking_size` rows, the same number of sequences.
+        learning_rate (`float`): peak learning rate (full fine-tuning).
+        lr_scheduler_type (`str`): transformers' schedule name (`"linear"` decays to zero, `"constant"` does not).
+        lora_learning_rate (`float`, *optional*): the learning rate of LoRA settings.
+        gamma (`float`): SPO's mu exponent (Eq. 12).
+        generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples.
+        kl_batch_size (`int`, *optional*): SPO's completions per refresh (`None`: SPOConfig's default).
+        max_length (`int`): tokens of a training sequence (prompt and completion).
+        max_completion_length (`int`): tokens of an SPO KL sample.
+        logging_steps (`int`): optimizer steps between two logged metric averages.
+        ranking_size (`int`): responses per ranking row, for the batch size of rankings.
+        extra_arguments (`dict`): further `TrainingArguments` fields, the same for every setting.
+    """
+
+    seed: int
+    max_steps: int
+    batch_size: int
+    learning_rate: float
+    max_length: int
+    max_completion_length: int
+    lr_scheduler_type: str = "linear"
+    lora_learning_rate: float | None = None
+    gamma: float = 0.01
+    generation_interval: int = 8
+    kl_batch_size: int | None = None
+    logging_steps: int = 1
+    ranking_size: int = 4
+    extra_arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
+    """The `SPOConfig` (SPO) or `DPOConfig` (DPO) of `setting` under `plan`: the same fields but for the method's own."""
+    from trl import DPOConfig
+
+    from trl_spo import SPOConfig
+
+    batch_size = plan.batch_size
+    if setting.data == "rankings":
+        batch_size = max(1, 2 * plan.batch_size // plan.ranking_size)
+    if setting.lora and plan.lora_learning_rate is None:
+        raise ValueError(f"{setting.name} trains LoRA, but the plan has no lora_learning_rate")
+    common = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        max_steps=plan.max_steps,
+        learning_rate=plan.lora_learning_rate if setting.lora else plan.learning_rate,
+        lr_scheduler_type=plan.lr_scheduler_type,
+        warmup_steps=0,
+        seed=plan.seed,
+        data_seed=plan.seed,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=plan.logging_steps,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        max_length=plan.max_length,
+        beta=setting.beta,
+        **plan.extra_arguments,
+    )
+    if setting.method == "dpo":
+        return DPOConfig(**common)
+    spo_fields = dict(
+        alpha=setting.alpha,
+        gamma=plan.gamma,
+        regularizer=setting.regularizer,
+        generation_interval=plan.generation_interval,
+        max_completion_length=plan.max_completion_length,
+    )
+    if plan.kl_batch_size is not None:
+        spo_fields["kl_batch_size"] = plan.kl_batch_size
+    return SPOConfig(**common, **spo_fields)
+
+
+def lora_config():
+    """The adapter of LoRA settings: rank 16 on every linear layer."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+
+
+def train_setting(
+    setting: Setting,
+    plan: TrainingPlan,
+    model: str,
+    train_dataset,
+    processing_class,
+    output_dir: str,
+    callbacks: Sequence = (),
+):
+    """
+    Train `setting` from the model at `model` (a path: the trainer loads the policy and, for DPO and SPO's KL, the
+    reference from it) and return `(trainer, seconds)`, the trained trainer and the wall time of `train()`.
+    """
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    from trl_spo import SPOTrainer
+
+    args = training_arguments(setting, plan, output_dir)
+    trainer_class = SPOTrainer if setting.method == "spo" else DPOTrainer
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=processing_class,
+        callbacks=list(callbacks),
+        peft_config=lora_config() if setting.lora else None,
+    )
+    trainer.remove_callback(PrinterCallback)  # the benchmarks print their own progress lines
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - start
+
+
+def select_settings(names: Sequence[str] | None, groups: dict[str, Sequence[Setting]]) -> tuple[Setting, ...]:
+    """
+    The settings a `--settings` flag asks for: group names (e.g. `default`, `all`) and setting names, in order, each
+    once. `None` means the group `default`.
+
+    Raises:
+        ValueError: for a name that is neither a group nor a setting; the message lists both.
+    """
+    known = {setting.name: setting for group in groups.values() for setting in group}
+    chosen: dict[str, Setting] = {}
+    for name in ["default"] if names is None else names:
+        if name in groups:
+            chosen.update((setting.name, setting) for setting in groups[name])
+        elif name in known:
+            chosen[name] = known[name]
+        else:
+            raise ValueError(
+                f"unknown setting {name!r}; expected a group among {list(groups)} or one of {list(known)}"
+            )
+    return tuple(chosen.values())
