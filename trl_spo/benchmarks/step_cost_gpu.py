@@ -312,6 +312,7 @@ def run_gpu_preset(args, command: str) -> str:
             f"saved; {num_rows} pairs, {tokens_per_step:,.0f} training tokens per step",
             flush=True,
         )
+        save()  # from here on the JSON exists, with the trainers measured so far
         dataset = datasets.Dataset.from_list(rows)
         common = dict(
             per_device_train_batch_size=batch_size,
