@@ -94,10 +94,11 @@ def test_gpu_preset_and_its_vllm_smoke_run_at_a_tiny_size(monkeypatch, capsys):
     monkeypatch.setattr(_trl_compat, "is_vllm_available", lambda: True)
     monkeypatch.setattr(_trl_compat, "VLLMGeneration", FakeVLLMGeneration)
     FakeVLLMGeneration.instances.clear()
-    argv = ["--preset", "gpu", "--tiny", "--vllm", "--measure-steps", "8", "--warmup-steps", "1"]
-    assert step_cost.main(argv) == 0
+    argv = ["--preset", "gpu", "--tiny", "--vllm", "--generation-interval", "2", "--measure-steps", "2"]
+    assert step_cost.main([*argv, "--warmup-steps", "1"]) == 0
     report = capsys.readouterr().out
-    assert re.search(r"\| DPO \| [\d.]+ \|", report) and re.search(r"\| SPO \| [\d.]+ \|", report)
-    assert "vLLM colocate smoke run (9 steps, 2 refreshes)" in report
+    for kind in ("SPO", "DPO", "DPO-precomputed"):
+        assert re.search(rf"\| {kind} \| [\d.]+ \|", report), kind
+    assert "vLLM colocate smoke run (3 steps, 2 refreshes)" in report
     (vllm,) = FakeVLLMGeneration.instances
     assert vllm.kwargs["mode"] == "colocate" and vllm.calls == ["sync", "generate", "sync", "generate"]

@@ -25,6 +25,7 @@ downloaded. From the repository root:
     trl-spo bench step_cost --update_doc docs/benchmarks.md       # also rewrite the docs' table
     trl-spo bench step_cost --profile                             # also where each step's time goes, per part
     trl-spo bench step_cost --preset gpu                          # bf16, a ~0.5B Qwen2, 1,024-token sequences, CUDA
+    python recipes/gpu/gpu_check.py --out DIR --require-cuda      # the same, checked first, with JSON (recipes/gpu/)
 
 What is measured (docs/benchmarks.md discusses the results):
 
@@ -425,6 +426,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     parser.add_argument("--profile", action="store_true", help="also profile one step of each trainer, per part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the Markdown report to this file")
+    parser.add_argument("--json", type=Path, help="with --preset gpu: also write every figure to this JSON file")
     parser.add_argument("--update_doc", type=Path, help="Markdown file whose marked block receives the report")
     parser.add_argument("--doc_block", default="step-cost", help="the block's name: <!-- NAME:begin --> ... end")
     args = parser.parse_args(argv)
