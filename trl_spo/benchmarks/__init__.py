@@ -16,10 +16,18 @@
 
 # Name -> (module with a `main(argv, prog)`, what it measures). Modules are imported only when their benchmark runs.
 BENCHMARKS = {
+    "answers": (
+        "trl_spo.benchmarks.answers",
+        "does SPO land on Softmax(r / alpha) on a real chat model (SmolLM2), where DPO collapses? (known answers)",
+    ),
     "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
     "chat": (
         "trl_spo.benchmarks.chat_frontier",
         "SPO vs DPO on an open-ended chat task at a CPU budget (SmolLM2): inconclusive",
     ),
     "step_cost": ("trl_spo.benchmarks.step_cost", "time and peak memory of an SPO step against a DPO step"),
+    "pair_weights": (
+        "trl_spo.benchmarks.pair_weights",
+        "before training: Eq. 8's pair weights on your pairs for each alpha (choosing alpha)",
+    ),
 }

