@@ -577,24 +577,35 @@ def run(
     return rows
 
 
+# Flags that override the training plan (`TrainingPlan` fields); unset, the default (or `--tiny`) plan's value stays.
+PLAN_FLAGS = {
+    "seed": (int, "seeds the data and every trainer"),
+    "max_steps": (int, "optimizer steps per setting"),
+    "learning_rate": (float, "peak learning rate"),
+    "lr_scheduler_type": (str, "transformers' schedule name, e.g. linear or constant"),
+    "warmup_steps": (int, "optimizer steps of linear warmup"),
+}
+
+
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     defaults = AnswersConfig()
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--output_dir", default="results/answers", help="where the files are written")
-    parser.add_argument("--seed", type=int, default=defaults.plan.seed, help="seeds the data and every trainer")
-    parser.add_argument("--max_steps", type=int, default=defaults.plan.max_steps, help="optimizer steps per setting")
-    parser.add_argument("--learning_rate", type=float, default=defaults.plan.learning_rate, help="peak learning rate")
+    for name, (kind, meaning) in PLAN_FLAGS.items():
+        parser.add_argument(
+            f"--{name}", type=kind, default=None, help=f"{meaning} (default: {getattr(defaults.plan, name)})"
+        )
     parser.add_argument(
-        "--lr_scheduler_type", default=defaults.plan.lr_scheduler_type, help="transformers' schedule, e.g. linear"
-    )
-    parser.add_argument(
-        "--eval_every", type=int, default=defaults.eval_every, help="steps between two exact measurements"
+        "--eval_every",
+        type=int,
+        default=None,
+        help=f"steps between two exact measurements (default: {defaults.eval_every})",
     )
     parser.add_argument(
         "--settings",
         nargs="+",
         default=None,
-        help=f"groups ({', '.join(SETTING_GROUPS)}) or setting names, e.g. 'SPO α=1 β=0.1'; default: default",
+        help=f"groups ({', '.join(SETTING_GROUPS)}) or setting names, e.g. 'SPO α=1 β=0.1' (default: default)",
     )
     parser.add_argument("--tiny", action="store_true", help="the 1 MB test model and a short run (under a minute)")
     parser.add_argument("--update_doc", default=None, help="Markdown file whose marked block receives the tables")
@@ -604,20 +615,15 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "trl-spo bench answers") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = make_parser(prog).parse_args(argv)
-    if parsed.max_steps < 1:
-        raise ValueError(f"--max_steps must be >= 1, got {parsed.max_steps}")
+    for name in ("max_steps", "eval_every"):
+        if getattr(parsed, name) is not None and getattr(parsed, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(parsed, name)}")
     config = tiny_config() if parsed.tiny else AnswersConfig()
-    plan = replace(config.plan, seed=parsed.seed)
-    if not parsed.tiny or "--max_steps" in argv:
-        plan = replace(plan, max_steps=parsed.max_steps)
-    if not parsed.tiny or "--learning_rate" in argv:
-        plan = replace(plan, learning_rate=parsed.learning_rate)
-    if not parsed.tiny or "--lr_scheduler_type" in argv:
-        plan = replace(plan, lr_scheduler_type=parsed.lr_scheduler_type)
-    config = replace(config, plan=plan)
-    if not parsed.tiny or "--eval_every" in argv:
+    overrides = {name: getattr(parsed, name) for name in PLAN_FLAGS if getattr(parsed, name) is not None}
+    config = replace(config, plan=replace(config.plan, **overrides))
+    if parsed.eval_every is not None:
         config = replace(config, eval_every=parsed.eval_every)
-    if parsed.settings is not None or not parsed.tiny:
+    if parsed.settings is not None:
         config = replace(config, settings=select_settings(parsed.settings, SETTING_GROUPS))
     command = shlex.join(prog.split() + argv)
     rows = run(

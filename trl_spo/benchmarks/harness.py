@@ -111,6 +111,7 @@ class TrainingPlan:
             `2 * batch_size // ranking_size` rows, the same number of sequences.
         learning_rate (`float`): peak learning rate (full fine-tuning).
         lr_scheduler_type (`str`): transformers' schedule name (`"linear"` decays to zero, `"constant"` does not).
+        warmup_steps (`int`): optimizer steps of linear warmup before the schedule.
         lora_learning_rate (`float`, *optional*): the learning rate of LoRA settings.
         gamma (`float`): SPO's mu exponent (Eq. 12).
         generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples.
@@ -129,6 +130,7 @@ class TrainingPlan:
     max_length: int
     max_completion_length: int
     lr_scheduler_type: str = "linear"
+    warmup_steps: int = 0
     lora_learning_rate: float | None = None
     gamma: float = 0.01
     generation_interval: int = 8
@@ -155,7 +157,7 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
         max_steps=plan.max_steps,
         learning_rate=plan.lora_learning_rate if setting.lora else plan.learning_rate,
         lr_scheduler_type=plan.lr_scheduler_type,
-        warmup_steps=0,
+        warmup_steps=plan.warmup_steps,
         seed=plan.seed,
         data_seed=plan.seed,
         use_cpu=True,
