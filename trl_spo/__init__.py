@@ -31,7 +31,7 @@ _EXPORTS = {
     "SPOTrainer": "trainer",
     "NaryDPOConfig": "baselines",
     "NaryDPOTrainer": "baselines",
-    "TrainingDivergedError": "divergence",
+    "TrainingDivergedError": "nonfinite",
     "DataCollatorForNaryPreference": "data",
     "best_of_n_to_pairwise": "data",
     "detect_preference_format": "data",
@@ -105,7 +105,7 @@ if TYPE_CHECKING:
         ranking_to_best_of_n,
         ranking_to_pairwise,
     )
-    from .divergence import TrainingDivergedError
+    from .nonfinite import TrainingDivergedError
     from .losses import (
         PREFERENCE_LOSSES,
         dpo_plackett_luce_loss,

@@ -48,7 +48,7 @@ from .data import (
     prepare_nary_dataset,
     warn_identical_completions,
 )
-from .divergence import NonFiniteLogitsGuard, check_finite_terms, divergence_hints
+from .nonfinite import NonFiniteLogitsGuard, check_finite_terms, divergence_hints
 from .forward import PolicyForward, backbone_hidden_states, policy_forward
 from .kl import TokenKL, token_kl
 from .losses import (

@@ -58,7 +58,7 @@ MODULES = {
     "sampling.py": "sampling.py",
     "responses.py": "responses.py",
     "metrics.py": "metrics.py",
-    "divergence.py": "divergence.py",
+    "nonfinite.py": "nonfinite.py",
     "data/__init__.py": "data/__init__.py",
     "data/formats.py": "data/formats.py",
     "data/tokenization.py": "data/tokenization.py",

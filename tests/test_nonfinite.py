@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from trl_spo import SPOTrainer
-from trl_spo.divergence import NonFiniteLogitsGuard, TrainingDivergedError
+from trl_spo.nonfinite import NonFiniteLogitsGuard, TrainingDivergedError
 
 from .helpers import make_args
 
