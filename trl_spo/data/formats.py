@@ -184,7 +184,9 @@ def _check_ranking(ranking: Any, n: int) -> str | None:
     return None
 
 
-_LABEL_CHECKS: dict[str, Callable[[Any, int], str | None]] = {
+# What is wrong with a row's label, given its number of completions (`None` if nothing): shared by the row validation
+# of dataset preparation and by the n-ary collator.
+LABEL_CHECKS: dict[str, Callable[[Any, int], str | None]] = {
     "best_of_n": _check_best_index,
     "ranking": _check_ranking,
 }
@@ -219,7 +221,7 @@ def _row_problem(example: Mapping, preference_format: str) -> str | None:
         if _is_empty(completion):
             return f"has an empty completion {j} ({completion!r}); expected non-empty content in every completion."
 
-    return _LABEL_CHECKS[preference_format](example.get(LABEL_COLUMNS[preference_format]), n)
+    return LABEL_CHECKS[preference_format](example.get(LABEL_COLUMNS[preference_format]), n)
 
 
 def validate_nary_example(
