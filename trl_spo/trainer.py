@@ -42,9 +42,11 @@ from .config import SPOConfig
 from .data import (
     LABEL_COLUMNS,
     DataCollatorForNaryPreference,
+    all_rows_dropped_message,
     check_eos_token,
     check_pairwise_completions,
     detect_preference_format,
+    first_row,
     prepare_nary_dataset,
     warn_identical_completions,
 )
@@ -163,6 +165,7 @@ class SPOTrainer(DPOTrainer):
                 "`SPOConfig(...)` using the same keyword arguments."
             )
         if train_dataset is not None:
+            first_row(train_dataset, "train")  # an empty dataset is named as such, not a StopIteration deep inside
             self.preference_format = detect_preference_format(train_dataset)
         super().__init__(
             model=model,
@@ -237,24 +240,29 @@ class SPOTrainer(DPOTrainer):
     # Data
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        first_example = first_row(dataset, dataset_name)
         preference_format = detect_preference_format(dataset)
-        first_example = next(iter(dataset))
         if args.uses_global_kl:
             check_eos_token(self._tokenizer, "to end the completions it samples for the global KL")
         elif not is_conversational(first_example) and "prompt_ids" not in first_example:
             check_eos_token(
                 self._tokenizer, f"to end every completion of the standard (plain-text) {dataset_name} dataset"
             )
-        if "prompt_ids" not in first_example:
-            warn_identical_completions(dataset, preference_format, dataset_name)
         if preference_format != self.preference_format:
             raise ValueError(
                 f"The {dataset_name} dataset is in the {preference_format} format but the train dataset is "
                 f"{self.preference_format}: one trainer collates one format. Convert it (see `trl_spo.data`)."
             )
+        if "prompt_ids" not in first_example:
+            if preference_format == "pairwise":  # n-ary rows are validated with their tokenisation
+                dataset = dataset.map(
+                    check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name}
+                )
+            warn_identical_completions(dataset, preference_format, dataset_name)
+        num_rows = len(dataset) if isinstance(dataset, Dataset) else None
         if preference_format != "pairwise":
             with global_then_local_main_first():
-                return prepare_nary_dataset(
+                prepared = prepare_nary_dataset(
                     dataset,
                     processing_class,
                     preference_format,
@@ -263,11 +271,11 @@ class SPOTrainer(DPOTrainer):
                     dataset_name=dataset_name,
                     truncation_mode=args.truncation_mode,
                 )
-        if "prompt_ids" not in first_example:
-            dataset = dataset.map(
-                check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name}
-            )
-        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        else:
+            prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if num_rows and len(prepared) == 0:
+            raise ValueError(all_rows_dropped_message(num_rows, dataset_name, args.max_length))
+        return prepared
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

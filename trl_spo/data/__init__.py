@@ -64,11 +64,18 @@ from .formats import (
     LABEL_COLUMNS,
     PREFERENCE_FORMATS,
     detect_preference_format,
+    first_row,
     identical_completion_rows,
     validate_nary_example,
     warn_identical_completions,
 )
-from .tokenization import check_eos_token, check_pairwise_completions, prepare_nary_dataset, tokenize_nary_example
+from .tokenization import (
+    all_rows_dropped_message,
+    check_eos_token,
+    check_pairwise_completions,
+    prepare_nary_dataset,
+    tokenize_nary_example,
+)
 
 
 __all__ = [
@@ -76,10 +83,12 @@ __all__ = [
     "LABEL_COLUMNS",
     "PREFERENCE_FORMATS",
     "DataCollatorForNaryPreference",
+    "all_rows_dropped_message",
     "best_of_n_to_pairwise",
     "check_eos_token",
     "check_pairwise_completions",
     "detect_preference_format",
+    "first_row",
     "identical_completion_rows",
     "prepare_nary_dataset",
     "ranking_to_best_of_n",

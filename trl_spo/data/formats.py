@@ -44,9 +44,19 @@ FORMAT_COLUMNS = {
 LABEL_COLUMNS = {"best_of_n": "best_index", "ranking": "ranking"}
 
 
+def first_row(dataset: Dataset | IterableDataset, dataset_name: str = "train") -> dict:
+    """The first row of a dataset, or a `ValueError` saying that the dataset is empty (not a `StopIteration`)."""
+    for row in dataset:
+        return row
+    raise ValueError(
+        f"The {dataset_name} dataset is empty (0 rows): there is no preference to train or evaluate on. Check how it "
+        "was loaded or filtered (e.g. the `split` of `load_dataset`, or a `filter` that kept nothing)."
+    )
+
+
 def column_names(dataset: Dataset | IterableDataset) -> list[str]:
     """A dataset's columns; an `IterableDataset` built from a generator may not know them until it is read."""
-    return list(dataset.column_names or next(iter(dataset)).keys())
+    return list(dataset.column_names or first_row(dataset).keys())
 
 
 def _expected_column_sets() -> str:
