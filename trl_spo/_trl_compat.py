@@ -221,7 +221,6 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
 # Methods SPOTrainer calls that are not part of the documented API, with the leading parameters it passes.
 CALLED_METHODS: dict[str, tuple[str, ...]] = {
     "_get_output_dir": ("trial",),  # Trainer: where `_save_checkpoint` writes
-    "compute_loss_context_manager": (),  # Trainer: autocast for the reference forward on the samples
 }
 
 # Attributes the parents' `__init__` sets and SPOTrainer reads (or writes for them to read), and what for.

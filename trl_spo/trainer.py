@@ -322,7 +322,7 @@ class SPOTrainer(DPOTrainer):
     def _reference_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # π_ref's hidden states, without gradient; the KL samples stay fixed between refreshes, so their reference
         # forward runs once per refresh.
-        with torch.no_grad(), self.compute_loss_context_manager():
+        with torch.no_grad(), self.accelerator.autocast():
             if self.ref_model is None:  # PEFT: the reference is the policy with its adapter disabled
                 unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
                 with (
@@ -348,7 +348,10 @@ class SPOTrainer(DPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # One pass through the wrapper for both terms: DDP registers a single backward, ZeRO-3 keeps the weights the
         # KL's LM-head projection reads gathered.
-        terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
+        # Mixed precision: accelerate applies `bf16`/`fp16` autocast by wrapping `model.forward`, which SPO's forward
+        # bypasses (it calls the backbone and the LM head itself), so it opens the same autocast here.
+        with self.accelerator.autocast():
+            terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
         if mode == "train":  # recorded on the device, raised at the next log or checkpoint (`_raise_if_diverged`)
             self._nonfinite_terms.observe(self.state.global_step + 1, terms)
         self._log_terms(mode, inputs, terms)
