@@ -151,7 +151,7 @@ def test_top1_accuracy_and_kendall_tau_match_a_hand_computation(tmp_path, tiny_m
     examples = [trainer.train_dataset[i] for i in rows]
     with torch.no_grad():
         trainer.compute_loss(model, trainer.data_collator(examples))
-    metrics = trainer._metric_windows["train"]  # per micro-batch, on the device until a log
+    metrics = trainer._device_metrics.windows["train"]  # per micro-batch, on the device until a log
 
     # By hand: each completion scored alone from materialised logits, then compared with the labelled order
     top1, taus, gaps = [], [], []

@@ -29,7 +29,13 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 
-from ._trl_compat import FUSED_LM_HEAD_OUTPUTS, lm_head_token_outputs
+from ._trl_compat import (
+    FUSED_LM_HEAD_OUTPUTS,
+    disable_gradient_checkpointing,
+    forward_through_wrapper,
+    lm_head_token_outputs,
+    reference_adapter,
+)
 
 
 @dataclass
@@ -83,6 +89,36 @@ def backbone_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch
         model = model.base_model.model
     outputs = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return outputs.last_hidden_state[:, :-1]
+
+
+@torch.no_grad()
+def reference_hidden_states(
+    accelerator,
+    model_wrapped,
+    ref_model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gradient_checkpointing_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """
+    π_ref's last hidden states `(B, L - 1, H)`, without gradient, under the run's mixed precision: the reference model
+    if there is one, else (PEFT) the policy with its adapter disabled, through the wrapper either way (ZeRO-3 gathers
+    the weights it runs).
+    """
+    with accelerator.autocast():
+        if ref_model is None:
+            unwrapped = accelerator.unwrap_model(model_wrapped)
+            with (
+                reference_adapter(unwrapped),
+                disable_gradient_checkpointing(unwrapped, gradient_checkpointing_kwargs),
+            ):
+                return forward_through_wrapper(
+                    model_wrapped, unwrapped, backbone_hidden_states, unwrapped, input_ids, attention_mask
+                )
+        unwrapped_ref = accelerator.unwrap_model(ref_model)
+        return forward_through_wrapper(
+            ref_model, unwrapped_ref, backbone_hidden_states, unwrapped_ref, input_ids, attention_mask
+        )
 
 
 def policy_forward(

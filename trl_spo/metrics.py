@@ -366,6 +366,51 @@ class MetricsWindow:
         return {name: value for name, value, count in zip(names, values, found, strict=True) if count > 0}
 
 
-def metric_windows() -> dict[str, MetricsWindow]:
-    """One window per mode, as `DPOTrainer._metrics` has one list per mode and metric."""
-    return {"train": MetricsWindow(across_processes=True), "eval": MetricsWindow(across_processes=False)}
+class DeviceMetrics:
+    """
+    What SPOTrainer logs, on the device until the trainer logs: a `MetricsWindow` per mode and the training tokens.
+
+    Args:
+        accelerator: the trainer's `Accelerator`.
+        alpha (`float` or `None`): SPO's softness (`None` for a loss without it, the DPO-family baselines).
+        on_samples (`bool`): whether the KL is measured on online samples (`kl/global`) or the data (`kl/dataset`).
+    """
+
+    def __init__(self, accelerator, alpha: float | None, on_samples: bool):
+        self.accelerator = accelerator
+        self.alpha = alpha
+        self.on_samples = on_samples
+        self.windows = {"train": MetricsWindow(across_processes=True), "eval": MetricsWindow(across_processes=False)}
+        self.pending_tokens: torch.Tensor | None = None
+
+    def record(self, mode: str, batch: dict[str, torch.Tensor], terms: SPOTerms, preference_format: str) -> None:
+        """
+        Keep a micro-batch's statistics: local and on the device in training, gathered at once in evaluation (with
+        `gather_for_metrics`, which drops the rows the distributed sampler repeated to even out the last batch).
+        """
+        gathering = {}
+        if mode == "eval":
+            gathering = {
+                "gather": self.accelerator.gather_for_metrics,
+                "pad_across_processes": self.accelerator.pad_across_processes,
+            }
+        statistics = preference_statistics(terms, batch, preference_format, self.alpha, **gathering)
+        statistics.update(kl_statistics(terms, on_samples=self.on_samples))
+        if terms.outputs.aux_loss is not None:
+            aux_loss = gathering.get("gather", _identity)(terms.outputs.aux_loss.detach()[None])
+            statistics["aux_loss"] = mean_of(aux_loss)
+        self.windows[mode].add(statistics)
+        if mode == "train":
+            tokens = batch["attention_mask"].sum()
+            self.pending_tokens = tokens if self.pending_tokens is None else self.pending_tokens + tokens
+
+    def read_tokens(self) -> int:
+        """The training tokens of every process since the last read (one gather, one read of the device)."""
+        if self.pending_tokens is None:
+            return 0
+        tokens, self.pending_tokens = self.accelerator.gather(self.pending_tokens[None]).sum().item(), None
+        return tokens
+
+    def read(self, mode: str) -> dict[str, float]:
+        """The window's metrics (see `MetricsWindow.reduce`), `loss/preference_normalized` included; empty if none."""
+        return with_normalized_loss(self.windows[mode].reduce(self.accelerator), self.alpha)

@@ -271,6 +271,49 @@ def sample_completions_with_vllm(
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
 
 
+def draw_kl_samples(
+    model,
+    accelerator,
+    prompts: list[list[int]],
+    step: int,
+    args,
+    generation_config: GenerationConfig,
+    pad_token_id: int,
+    eos_token_ids: Sequence[int],
+    vllm_generation=None,
+    divergence_hints: str = "",
+) -> KLSamples:
+    """
+    One completion per prompt from the current policy: with vLLM when the trainer set it up (`use_vllm`), else with
+    `model.generate` under `NonFiniteLogitsGuard` (whose error carries `divergence_hints`).
+
+    Args:
+        model: the policy as the trainer holds it (possibly wrapped by DDP or DeepSpeed).
+        accelerator: the trainer's `Accelerator`.
+        prompts (`list[list[int]]`): prompt token ids.
+        step (`int`): the optimizer step the samples are drawn at.
+        args ([`SPOConfig`]): `ds3_gather_for_generation`, `gradient_checkpointing_kwargs`.
+        generation_config, pad_token_id, eos_token_ids: see `kl_generation_config` and `eos_token_ids`.
+        vllm_generation (*optional*): TRL's `VLLMGeneration`, from `build_vllm_generation`.
+    """
+    if vllm_generation is not None:
+        return sample_completions_with_vllm(
+            vllm_generation, prompts, pad_token_id, eos_token_ids, step=step, device=accelerator.device
+        )
+    return sample_completions(
+        model,
+        accelerator,
+        prompts,
+        generation_config,
+        pad_token_id=pad_token_id,
+        eos_token_ids=eos_token_ids,
+        step=step,
+        gather_deepspeed3_params=args.ds3_gather_for_generation,
+        gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        logits_guard=NonFiniteLogitsGuard(step + 1, divergence_hints),
+    )
+
+
 def eos_token_ids(tokenizer, model) -> list[int]:
     """The tokens that end a sampled completion: the tokenizer's EOS and the model's generation-config EOS ids."""
     model_eos = model.generation_config.eos_token_id

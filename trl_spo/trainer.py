@@ -29,49 +29,32 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
-from trl import DPOTrainer, is_conversational
+from trl import DPOTrainer
 
-from ._trl_compat import (
-    disable_gradient_checkpointing,
-    forward_through_wrapper,
-    get_config_model_id,
-    global_then_local_main_first,
-    reference_adapter,
-)
+from ._trl_compat import forward_through_wrapper, get_config_model_id
 from .config import SPOConfig
 from .data import (
     LABEL_COLUMNS,
     DataCollatorForNaryPreference,
-    all_rows_dropped_message,
     check_eos_token,
-    check_pairwise_completions,
     detect_preference_format,
     first_row,
-    prepare_nary_dataset,
-    warn_identical_completions,
+    prepare_preference_dataset,
 )
-from .forward import backbone_hidden_states, policy_forward
-from .kl import TokenKL, check_same_vocabulary, completion_positions, global_kl_per_sample, token_kl
+from .forward import policy_forward, reference_hidden_states
+from .kl import check_same_vocabulary, completion_positions, global_kl_per_sample, token_kl
 from .losses import PREFERENCE_LOSSES, grid_sample_weights
-from .metrics import (
-    SPOTerms,
-    Statistic,
-    kl_statistics,
-    metric_windows,
-    preference_statistics,
-    with_normalized_loss,
-)
+from .metrics import DeviceMetrics, SPOTerms
 from .model_card import write_model_card  # upstream: drop
-from .nonfinite import NonFiniteLogitsGuard, NonFiniteTermsGuard, divergence_hints
+from .nonfinite import NonFiniteTermsGuard, divergence_hints
 from .responses import response_grid
 from .sampling import (
     KLSamples,
     OnlineKLSampler,
     build_vllm_generation,
+    draw_kl_samples,
     eos_token_ids,
     kl_generation_config,
-    sample_completions,
-    sample_completions_with_vllm,
 )
 
 
@@ -207,9 +190,9 @@ class SPOTrainer(DPOTrainer):
                 self.accelerator.unwrap_model(self.model), self.accelerator.unwrap_model(self.ref_model)
             )
         # Metrics and the non-finite guard stay on the device until a log or a checkpoint reads them.
-        self._metric_windows = metric_windows()
+        alpha = args.alpha if self._loss_has_alpha else None
+        self._device_metrics = DeviceMetrics(self.accelerator, alpha, on_samples=args.uses_global_kl)
         self._nonfinite_terms = NonFiniteTermsGuard()
-        self._pending_tokens: torch.Tensor | None = None
         self.kl_sampler = self._build_kl_sampler(args) if args.uses_global_kl else None
 
     def _build_kl_sampler(self, args: SPOConfig) -> OnlineKLSampler:
@@ -240,42 +223,15 @@ class SPOTrainer(DPOTrainer):
     # Data
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        first_example = first_row(dataset, dataset_name)
-        preference_format = detect_preference_format(dataset)
-        if args.uses_global_kl:
-            check_eos_token(self._tokenizer, "to end the completions it samples for the global KL")
-        elif not is_conversational(first_example) and "prompt_ids" not in first_example:
-            check_eos_token(
-                self._tokenizer, f"to end every completion of the standard (plain-text) {dataset_name} dataset"
-            )
-        if preference_format != self.preference_format:
-            raise ValueError(
-                f"The {dataset_name} dataset is in the {preference_format} format but the train dataset is "
-                f"{self.preference_format}: one trainer collates one format. Convert it (see `trl_spo.data`)."
-            )
-        if "prompt_ids" not in first_example:
-            if preference_format == "pairwise":  # n-ary rows are validated with their tokenisation
-                dataset = dataset.map(
-                    check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name}
-                )
-            warn_identical_completions(dataset, preference_format, dataset_name)
-        num_rows = len(dataset) if isinstance(dataset, Dataset) else None
-        if preference_format != "pairwise":
-            with global_then_local_main_first():
-                prepared = prepare_nary_dataset(
-                    dataset,
-                    processing_class,
-                    preference_format,
-                    max_length=args.max_length,
-                    num_proc=args.dataset_num_proc if isinstance(dataset, Dataset) else None,
-                    dataset_name=dataset_name,
-                    truncation_mode=args.truncation_mode,
-                )
-        else:
-            prepared = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        if num_rows and len(prepared) == 0:
-            raise ValueError(all_rows_dropped_message(num_rows, dataset_name, args.max_length))
-        return prepared
+        return prepare_preference_dataset(
+            dataset,
+            processing_class,
+            args,
+            dataset_name,
+            train_format=self.preference_format,
+            tokenizer=self._tokenizer,
+            prepare_pairs=super()._prepare_dataset,
+        )
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -297,45 +253,30 @@ class SPOTrainer(DPOTrainer):
     def _draw_kl_samples(self, prompts: list[list[int]], step: int) -> KLSamples:
         # A refresh reads the device anyway: a non-finite step before it is named here, not as non-finite logits.
         self._raise_if_diverged()
-        if self.vllm_generation is not None:
-            return sample_completions_with_vllm(
-                self.vllm_generation,
-                prompts,
-                pad_token_id=self._tokenizer.pad_token_id,
-                eos_token_ids=self.eos_token_ids,
-                step=step,
-                device=self.accelerator.device,
-            )
-        return sample_completions(
+        hints = divergence_hints(self.model, self.args.learning_rate)
+        return draw_kl_samples(
             self.model_wrapped,
             self.accelerator,
             prompts,
+            step,
+            self.args,
             self.generation_config,
-            pad_token_id=self._tokenizer.pad_token_id,
-            eos_token_ids=self.eos_token_ids,
-            step=step,
-            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-            logits_guard=NonFiniteLogitsGuard(step + 1, divergence_hints(self.model, self.args.learning_rate)),
+            self._tokenizer.pad_token_id,
+            self.eos_token_ids,
+            self.vllm_generation,
+            hints,
         )
 
     def _reference_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # π_ref's hidden states, without gradient; the KL samples stay fixed between refreshes, so their reference
-        # forward runs once per refresh.
-        with torch.no_grad(), self.accelerator.autocast():
-            if self.ref_model is None:  # PEFT: the reference is the policy with its adapter disabled
-                unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
-                with (
-                    reference_adapter(unwrapped),
-                    disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-                ):
-                    return forward_through_wrapper(
-                        self.model_wrapped, unwrapped, backbone_hidden_states, unwrapped, input_ids, attention_mask
-                    )
-            unwrapped_ref = self.accelerator.unwrap_model(self.ref_model)
-            return forward_through_wrapper(
-                self.ref_model, unwrapped_ref, backbone_hidden_states, unwrapped_ref, input_ids, attention_mask
-            )
+        # The KL samples stay fixed between refreshes, so their reference forward runs once per refresh.
+        return reference_hidden_states(
+            self.accelerator,
+            self.model_wrapped,
+            self.ref_model,
+            input_ids,
+            attention_mask,
+            self.args.gradient_checkpointing_kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loss
@@ -354,7 +295,7 @@ class SPOTrainer(DPOTrainer):
             terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
         if mode == "train":  # recorded on the device, raised at the next log or checkpoint (`_raise_if_diverged`)
             self._nonfinite_terms.observe(self.state.global_step + 1, terms)
-        self._log_terms(mode, inputs, terms)
+        self._device_metrics.record(mode, inputs, terms, self.preference_format)
         if return_outputs:
             warnings.warn(
                 "`return_outputs=True` recomputes the logits with an extra forward pass; it is deprecated in "
@@ -382,21 +323,29 @@ class SPOTrainer(DPOTrainer):
         )
         outputs = forward.token_outputs
         grid, mask, winner_index = response_grid(outputs.log_probs.sum(dim=1), inputs, self.preference_format)
-        weights = self._sample_weights(grid, mask)
+        weights = None  # μ of Eq. 12, centred on the mean over every process's micro-batch; 1 at gamma = 0
+        if self.args.gamma > 0:
+            weights = grid_sample_weights(
+                grid,
+                mask,
+                self.preference_format,
+                self.args.gamma,
+                self.args.rank_weight_decay,
+                self._sum_across_processes,
+            )
         row_losses = self._row_losses(model, inputs, grid, mask, winner_index, weights)
         preference_loss = row_losses.mean()
 
         kl_term = preference_loss.new_zeros(())
         per_sample_kl = kl_tokens = None
         if kl_shard is not None:
-            kl_tokens = self._token_kl(
+            kl_tokens, per_sample = self._sequence_kl(
                 model,
                 forward.extra_hidden,
                 kl_shard.reference_hidden,
                 kl_shard.completion_mask,
                 kl_shard.completion_positions,
             )
-            per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
             # Eq. 13 averages over the whole buffer; the trainer divides each micro-batch's loss by the number of
             # micro-batches, which the factor undoes for the shard sum.
             kl_term = per_sample.sum() * (self.current_gradient_accumulation_steps / len(self.kl_sampler.samples))
@@ -407,8 +356,9 @@ class SPOTrainer(DPOTrainer):
             positions = completion_positions(inputs["completion_mask"])
             reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
             reference_hidden = reference_hidden.flatten(0, 1).index_select(0, positions)
-            kl_tokens = self._token_kl(model, forward.hidden, reference_hidden, inputs["completion_mask"], positions)
-            per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
+            kl_tokens, per_sample = self._sequence_kl(
+                model, forward.hidden, reference_hidden, inputs["completion_mask"], positions
+            )
             kl_term = per_sample.mean()
             per_sample_kl = per_sample.detach()
 
@@ -428,19 +378,6 @@ class SPOTrainer(DPOTrainer):
             outputs=outputs,
         )
 
-    def _sample_weights(self, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """μ of Eq. 12 per row (per rank term on ranked data), centred on the mean over every process's micro-batch."""
-        if self.args.gamma == 0:
-            return None
-        return grid_sample_weights(
-            grid,
-            mask,
-            self.preference_format,
-            self.args.gamma,
-            self.args.rank_weight_decay,
-            self._sum_across_processes,
-        )
-
     def _sum_across_processes(self, totals: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
             return totals
@@ -454,45 +391,21 @@ class SPOTrainer(DPOTrainer):
         """SPO's preference loss per row: Eq. 10 (pairs), 14 (best-of-n) or 15 (rankings), one signature for all."""
         return PREFERENCE_LOSSES[self.preference_format](grid, winner_index, self.args.alpha, weights, mask)
 
-    def _token_kl(self, model, policy_hidden, reference_hidden, completion_mask, positions) -> TokenKL:
-        """Per-token KL(π_θ ‖ π_ref) on the completion tokens of the sequences these hidden states are of (Eq. 13)."""
+    def _sequence_kl(self, model, policy_hidden, reference_hidden, completion_mask, positions):
+        """Per-token KL(π_θ ‖ π_ref) on the completions of these sequences, and its sum per sequence (Eq. 13)."""
         reference_model = model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
-        return token_kl(policy_hidden, model, reference_hidden, reference_model, completion_mask, positions)
-
-    def _log_terms(self, mode: str, inputs, terms: SPOTerms) -> None:
-        # Training keeps each micro-batch's statistics local and on the device until `log`; evaluation gathers every
-        # batch as it comes, dropping the rows the distributed sampler repeated to even out the last batch.
-        gathering = {}
-        if mode == "eval":
-            gathering = {
-                "gather": self.accelerator.gather_for_metrics,
-                "pad_across_processes": self.accelerator.pad_across_processes,
-            }
-        alpha = self.args.alpha if self._loss_has_alpha else None
-        statistics = preference_statistics(terms, inputs, self.preference_format, alpha, **gathering)
-        statistics.update(kl_statistics(terms, on_samples=self.kl_sampler is not None))
-        if self.aux_loss_enabled:
-            aux_loss = gathering.get("gather", lambda x: x)(terms.outputs.aux_loss.detach()[None])
-            statistics["aux_loss"] = Statistic(aux_loss.sum(), aux_loss.new_tensor(float(aux_loss.numel())))
-        self._metric_windows[mode].add(statistics)
-        if mode == "train":
-            tokens = inputs["attention_mask"].sum()
-            self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
+        tokens = token_kl(policy_hidden, model, reference_hidden, reference_model, completion_mask, positions)
+        return tokens, global_kl_per_sample(tokens.kl, tokens.mask)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # The one place the device is read: the non-finite guard, the token count and the window of metrics, each
-        # gathered once, then averaged by DPOTrainer with the metrics the host already has.
+        # Where the device is read: the non-finite guard, the tokens and the metrics of the window (one gather each),
+        # handed to DPOTrainer, which averages them with the metrics the host already has.
         mode = "train" if self.model.training else "eval"
         self._raise_if_diverged()
-        if self._pending_tokens is not None:
-            tokens = self.accelerator.gather(self._pending_tokens[None]).sum().item()
-            self._total_train_tokens += tokens // self._tp_size
-            self._pending_tokens = None
-        window = self._metric_windows[mode]
-        if window.entries:
+        self._total_train_tokens += self._device_metrics.read_tokens() // self._tp_size
+        if self._device_metrics.windows[mode].entries:
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        alpha = self.args.alpha if self._loss_has_alpha else None
-        for name, value in with_normalized_loss(window.reduce(self.accelerator), alpha).items():
+        for name, value in self._device_metrics.read(mode).items():
             self._metrics[mode][name] = [value]
         super().log(logs, start_time)
 

@@ -65,6 +65,7 @@ MODULES = {
     "data/__init__.py": "data/__init__.py",
     "data/formats.py": "data/formats.py",
     "data/tokenization.py": "data/tokenization.py",
+    "data/preparation.py": "data/preparation.py",
     "data/collator.py": "data/collator.py",
     "data/conversions.py": "data/conversions.py",
 }
