@@ -328,25 +328,28 @@ class MetricsWindow:
         if gathering:  # processes may hold different metrics (e.g. the ranks their rows have)
             for names in gather_object([sorted(reduces.items())]):
                 reduces.update(names)
-        if not entries or not reduces:
+        if not reduces:  # the same on every process, after the union
             return {}
         names = sorted(reduces)
-        device = next(iter(entries[0].values())).total.device
+        device = next(iter(entries[0].values())).total.device if entries else accelerator.device
         filler = {"mean": 0.0, "min": float("inf"), "max": float("-inf")}
-        # (micro-batches, metrics, 2): total and count of each metric in each micro-batch, count 0 where absent.
-        table = torch.stack(
-            [
-                torch.stack(
-                    [
-                        torch.stack([entry[name].total.float(), entry[name].count.float()])
-                        if name in entry
-                        else torch.tensor([filler[reduces[name]], 0.0], device=device)
-                        for name in names
-                    ]
-                )
-                for entry in entries
-            ]
-        )
+        # (micro-batches, metrics, 2): total and count of each metric in each micro-batch, count 0 where absent. A
+        # process without micro-batches still takes part in the gather below.
+        table = torch.zeros(0, len(names), 2, device=device)
+        if entries:
+            table = torch.stack(
+                [
+                    torch.stack(
+                        [
+                            torch.stack([entry[name].total.float(), entry[name].count.float()])
+                            if name in entry
+                            else torch.tensor([filler[reduces[name]], 0.0], device=device)
+                            for name in names
+                        ]
+                    )
+                    for entry in entries
+                ]
+            )
         if gathering:
             table = accelerator.gather(accelerator.pad_across_processes(table, dim=0)[None])
             totals, counts = table[..., 0], table[..., 1].sum(0)
