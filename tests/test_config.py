@@ -61,6 +61,11 @@ def test_default_kl_batch_size_is_half_the_pairs_per_step():
     [
         ("alpha", -0.1, "`alpha` must be a finite number >= 0, got -0.1"),
         ("alpha", float("nan"), "`alpha` must be a finite number >= 0, got nan"),
+        # The loss functions no longer check alpha, gamma and the rank decay on every call: this is their door.
+        ("alpha", float("inf"), "`alpha` must be a finite number >= 0, got inf"),
+        ("gamma", float("nan"), "`gamma` must be a finite number >= 0, got nan"),
+        ("rank_weight_decay", 0.0, "`rank_weight_decay` must be a finite number > 0, got 0.0"),
+        ("rank_weight_decay", -0.5, "`rank_weight_decay` must be a finite number > 0, got -0.5"),
         ("beta", -1.0, "`beta` must be a finite number >= 0, got -1.0"),
         ("gamma", -0.01, "`gamma` must be a finite number >= 0, got -0.01"),
         ("regularizer", "local_kl", "`regularizer` must be one of ['global_kl', 'dataset_kl'], got 'local_kl'"),

@@ -19,6 +19,7 @@ against hand-worked tensors, and the grid plumbing against the losses applied to
 """
 
 import itertools
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -371,10 +372,11 @@ def test_collator_flattens_rows_and_pads_ranking():
         "num_responses": [3, 2],
         "ranking": [[1, 0, 2], [1, 0, -1]],
     }
-    assert set(batch) == set(expected)
+    assert set(batch) == {*expected, "response_mask"}
     for key, value in expected.items():
         assert batch[key].dtype == torch.long, key
         assert batch[key].tolist() == value, key
+    assert batch["response_mask"].tolist() == [[True, True, True], [True, True, False]]
 
 
 def test_collator_best_index_and_pad_to_multiple_of():
@@ -416,6 +418,46 @@ def test_collator_errors():
     mixed = [RANKED_EXAMPLES[0], {"prompt_ids": [1], "completions_ids": [[2], [3]], "best_index": 0}]
     with pytest.raises(ValueError, match="exactly one label column"):
         DataCollatorForNaryPreference(pad_token_id=0)(mixed)
+
+
+BAD_TOKENIZED_EXAMPLES = {
+    # The losses used to refuse these on every call; the collator is the door every batch goes through, also when
+    # the dataset was tokenised elsewhere (no `prepare_nary_dataset` row validation).
+    "winner among the padded slots": (
+        {"prompt_ids": [1], "completions_ids": [[2], [3]], "best_index": 2},
+        "Example 1 of the batch (best_of_n format) has 'best_index' 2, out of range; expected an int in [0, n) = [0, 2)",
+    ),
+    "negative winner": (
+        {"prompt_ids": [1], "completions_ids": [[2], [3]], "best_index": -1},
+        "has 'best_index' -1, out of range",
+    ),
+    "winner not an int": (
+        {"prompt_ids": [1], "completions_ids": [[2], [3]], "best_index": 1.0},
+        "has a 'best_index' that is not an int: 1.0 (float)",
+    ),
+    "one completion": (
+        {"prompt_ids": [1], "completions_ids": [[2]], "best_index": 0},
+        "Example 1 of the batch (best_of_n format) has 1 completion(s); expected at least 2",
+    ),
+    "ranking padded inside": (  # responses would no longer form a valid prefix of the ranked grid
+        {"prompt_ids": [1], "completions_ids": [[2], [3], [4]], "ranking": [0, -1, 1]},
+        "Example 1 of the batch (ranking format) has a 'ranking' [0, -1, 1] that is not a permutation of range(3): "
+        "missing [2], out of range [-1]",
+    ),
+    "ranking too short": (
+        {"prompt_ids": [1], "completions_ids": [[2], [3], [4]], "ranking": [1, 0]},
+        "has a 'ranking' of length 2 ([1, 0]) for 3 completions",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENIZED_EXAMPLES))
+def test_collator_refuses_bad_labels_naming_the_example(case):
+    example, message = BAD_TOKENIZED_EXAMPLES[case]
+    label = "ranking" if "ranking" in example else "best_index"
+    good = {"prompt_ids": [5], "completions_ids": [[6], [7]], label: [1, 0] if label == "ranking" else 1}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DataCollatorForNaryPreference(pad_token_id=0)([good, example])
 
 
 def test_collator_on_prepared_conversational_dataset(tokenizer):

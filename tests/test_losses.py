@@ -21,15 +21,12 @@ for gradients returned in bf16.
 
 import itertools
 import math
-import re
 
 import pytest
 import torch
 
 from trl_spo.losses import (
     PREFERENCE_LOSSES,
-    get_preference_loss,
-    global_kl_per_sample,
     spo_batch_mean,
     spo_best_of_n_loss,
     spo_pairwise_grid_loss,
@@ -203,20 +200,6 @@ def test_ranking_sample_weights_hand_worked():
     mu_global = spo_ranking_sample_weights(logps, gamma, response_mask=mask, batch_mean=torch.tensor([0.7, 0.4]))
     expected_global = [[2 * _sigmoid(s11 - 0.7), 2 * _sigmoid(s12 - 0.4)], [2 * _sigmoid(s21 - 0.7), 0.0]]
     torch.testing.assert_close(mu_global, torch.tensor(expected_global), **FP32)
-
-
-def test_global_kl_per_sample_hand_worked():
-    token_kl = torch.tensor([[0.1, 0.2, float("nan")], [float("inf"), 0.5, 0.6]], requires_grad=True)
-    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
-    kl = global_kl_per_sample(token_kl, mask)
-    # Eq. (13): sum over the completion's positions; padded positions (here NaN / inf) are ignored.
-    torch.testing.assert_close(kl, torch.tensor([0.1 + 0.2, 0.5 + 0.6]), **FP32)
-    kl.sum().backward()
-    torch.testing.assert_close(token_kl.grad, mask.float(), rtol=0, atol=0)  # exact: a masked sum's gradient is 0 / 1
-    bf16 = global_kl_per_sample(
-        torch.tensor([[0.125, 0.25]], dtype=torch.bfloat16), torch.ones(1, 2, dtype=torch.bool)
-    )
-    assert bf16.dtype == torch.float32 and bf16.item() == 0.375  # exact in binary
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -762,10 +745,6 @@ def test_registry_has_one_signature_and_pairs_are_best_of_two():
         "best_of_n": spo_best_of_n_loss,
         "ranking": spo_ranking_loss,
     }
-    for name, fn in PREFERENCE_LOSSES.items():
-        assert get_preference_loss(name) is fn
-    with pytest.raises(ValueError, match=re.escape("'dpo': expected one of 'pairwise', 'best_of_n', 'ranking'")):
-        get_preference_loss("dpo")
     # Every loss is called the same way: (logps (B, n), winner_index (B,), alpha, weights, response_mask).
     logps = torch.tensor([[-3.0, -5.0, -4.0], [-2.0, -1.0, -6.0]], dtype=torch.float64)
     winners = torch.zeros(2, dtype=torch.long)
@@ -784,120 +763,15 @@ def test_registry_has_one_signature_and_pairs_are_best_of_two():
     assert torch.equal(swapped, eq8)
     best_of_two = spo_best_of_n_loss(logps[:, :2], winners, 0.5, weights["pairwise"])
     torch.testing.assert_close(pairwise, best_of_two, rtol=1e-14, atol=0)
-    with pytest.raises(ValueError, match=r"`logps` of pairs must have shape \(B, 2\), found \(2, 3\)"):
-        spo_pairwise_grid_loss(logps, winners, 0.5)
-    # A ranking's winner is its first response: anything else is a caller's ordering bug.
-    with pytest.raises(
-        ValueError, match=r"`winner_index` must be 0 for every row of a ranking.*found winners \[0, 2\]"
-    ):
-        spo_ranking_loss(logps, torch.tensor([0, 2]), 0.5)
-
-
-_LP3 = torch.zeros(2, 3)
-_W = torch.tensor([0, 1])
-
-INVALID_CALLS = {
-    "alpha negative": (
-        lambda: spo_pairwise_loss(_LP3[:, 0], _LP3[:, 1], -0.1),
-        "`alpha` must be a finite number >= 0, found -0.1",
-    ),
-    "alpha nan": (
-        lambda: spo_best_of_n_loss(_LP3, _W, float("nan")),
-        "`alpha` must be a finite number >= 0, found nan",
-    ),
-    "alpha inf": (
-        lambda: spo_ranking_loss(_LP3, None, float("inf")),
-        "`alpha` must be a finite number >= 0, found inf",
-    ),
-    "pair shapes": (
-        lambda: spo_pairwise_loss(torch.zeros(3), torch.zeros(4), 1.0),
-        "`rejected_logps` must have shape (B,) like `chosen_logps` = (3,), found (4,)",
-    ),
-    "pair not 1-d": (
-        lambda: spo_pairwise_loss(torch.zeros(3, 1), torch.zeros(3, 1), 1.0),
-        "`chosen_logps` must have shape (B,), found shape (3, 1)",
-    ),
-    "pair weights": (
-        lambda: spo_pairwise_loss(torch.zeros(3), torch.zeros(3), 1.0, torch.ones(3, 1)),
-        "`weights` must have shape (B,) = (3,), found (3, 1)",
-    ),
-    "integer logps": (
-        lambda: spo_pairwise_loss(torch.zeros(3, dtype=torch.long), torch.zeros(3), 1.0),
-        "floating-point tensor of log-probabilities, found dtype torch.int64",
-    ),
-    "logps 1-d": (
-        lambda: spo_best_of_n_loss(torch.zeros(3), _W, 1.0),
-        "`logps` must have shape (B, n), found 1 dims with shape (3,)",
-    ),
-    "n < 2": (
-        lambda: spo_ranking_loss(torch.zeros(2, 1), None, 1.0),
-        "`logps` must hold n >= 2 responses per row (shape (B, n)), found n = 1",
-    ),
-    "winner too large": (
-        lambda: spo_best_of_n_loss(_LP3, torch.tensor([0, 3]), 1.0),
-        "`winner_index` must lie in [0, n) = [0, 3), found values in [0, 3]",
-    ),
-    "winner negative": (
-        lambda: spo_best_of_n_loss(_LP3, torch.tensor([-1, 2]), 1.0),
-        "`winner_index` must lie in [0, n) = [0, 3), found values in [-1, 2]",
-    ),
-    "winner float": (
-        lambda: spo_best_of_n_loss(_LP3, torch.tensor([0.0, 1.0]), 1.0),
-        "`winner_index` must be an integer tensor, found dtype torch.float32",
-    ),
-    "winner shape": (
-        lambda: spo_best_of_n_loss(_LP3, torch.tensor([[0], [1]]), 1.0),
-        "`winner_index` must have shape (B,) = (2,), found (2, 1)",
-    ),
-    "winner padded": (
-        lambda: spo_best_of_n_loss(_LP3, _W, 1.0, response_mask=torch.tensor([[1, 1, 1], [1, 0, 1]])),
-        "found padded winners in rows [1]",
-    ),
-    "best-of-n weights": (
-        lambda: spo_best_of_n_loss(_LP3, _W, 1.0, torch.ones(3)),
-        "`weights` must have shape (B,) = (2,), found (3,)",
-    ),
-    "ranking weights": (
-        lambda: spo_ranking_loss(_LP3, None, 1.0, torch.ones(2, 3)),
-        "`weights` must have shape (B, n-1), one per rank term = (2, 2), found (2, 3)",
-    ),
-    "mask shape": (
-        lambda: spo_best_of_n_loss(_LP3, _W, 1.0, response_mask=torch.ones(2, 2, dtype=torch.bool)),
-        "`response_mask` must have shape (B, n) like `logps` = (2, 3), found (2, 2)",
-    ),
-    "ranking mask not a prefix": (
-        lambda: spo_ranking_loss(_LP3, None, 1.0, response_mask=torch.tensor([[1, 0, 1], [1, 1, 1]])),
-        "found a True after a False",
-    ),
-    "gamma negative": (lambda: spo_sample_weights(_LP3, -1.0), "`gamma` must be a finite number >= 0, found -1.0"),
-    "decay zero": (
-        lambda: spo_ranking_sample_weights(_LP3, 0.1, decay=0.0),
-        "`decay` must be a finite number > 0, found 0.0",
-    ),
-    "batch_mean size": (
-        lambda: spo_sample_weights(_LP3, 0.1, batch_mean=torch.ones(2)),
-        "`batch_mean` must be a scalar (one element), found shape (2,)",
-    ),
-    "ranking batch_mean": (
-        lambda: spo_ranking_sample_weights(_LP3, 0.1, batch_mean=torch.ones(3)),
-        "`batch_mean` must have shape (n-1,), one per rank term = (2,), found (3,)",
-    ),
-    "kl shapes": (
-        lambda: global_kl_per_sample(torch.zeros(2, 4), torch.ones(2, 3)),
-        "`completion_mask` must have shape (B, L) like `token_kl` = (2, 4), found (2, 3)",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(INVALID_CALLS))
-def test_validation_errors_say_expected_and_found(case):
-    call, message = INVALID_CALLS[case]
-    with pytest.raises(ValueError, match=re.escape(message)):
-        call()
+    # No checks inside (the inputs are checked where they enter, see test_config, test_data and test_baselines): what
+    # a check used to refuse, a ranking whose winner is not its first response, is simply not read.
+    torch.testing.assert_close(
+        spo_ranking_loss(logps, torch.tensor([0, 2]), 0.5), spo_ranking_loss(logps, None, 0.5), rtol=0, atol=0
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Comparison baselines and the ranking-agreement metric
+# Comparison baselines
 
 
 def test_dpo_softmax_loss_matches_the_s_dpo_formula():
@@ -927,15 +801,3 @@ def test_dpo_plackett_luce_loss_matches_the_dpo_appendix_formula():
     expected = -sum(beta * h[k] - math.log(sum(math.exp(beta * h[j]) for j in range(k, 4))) for k in range(4))
     # A few fp32 ops on 4 values vs float64: a few ulps.
     assert dpo_plackett_luce_loss(policy, reference, beta).item() == pytest.approx(expected, rel=1e-6)
-    with pytest.raises(ValueError, match="beta"):
-        dpo_plackett_luce_loss(policy, reference, 0.0)
-
-
-def test_kendall_tau_hand_cases():
-    from trl_spo.losses import kendall_tau
-
-    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [5.0, 1.0, 9.0]])
-    mask = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
-    # same order; reversed; 2 concordant and 1 discordant pair of 3 -> (2 - 1) / 3; a row with 2 valid responses
-    expected = torch.tensor([1.0, -1.0, 1 / 3, 1.0])
-    torch.testing.assert_close(kendall_tau(scores, mask), expected)  # counts divided by 3: within an ulp

@@ -12,14 +12,38 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The logged metrics: reduced per row, so that an uneven last eval batch counts every row once."""
+"""
+The logged metrics: built per row (an uneven last eval batch counts every row once), kept on the device per
+micro-batch, and reduced once per log into the mean of the micro-batches' values.
+"""
 
-from types import SimpleNamespace
+import math
 
 import pytest
 import torch
 
-from trl_spo.metrics import SPOTerms, preference_metrics
+from trl_spo.forward import TokenOutputs
+from trl_spo.metrics import (
+    MetricsWindow,
+    SPOTerms,
+    Statistic,
+    kendall_tau,
+    pair_weight_statistics,
+    preference_statistics,
+    with_normalized_loss,
+)
+
+
+def values_of(statistics: dict[str, Statistic]) -> dict[str, float]:
+    """What one micro-batch's statistics log as, alone in a window."""
+    window = MetricsWindow(across_processes=False)
+    window.add(statistics)
+    return window.reduce(accelerator=None)
+
+
+def preference_metrics(terms, batch, preference_format, alpha, gather, pad_across_processes):
+    statistics = preference_statistics(terms, batch, preference_format, alpha, gather, pad_across_processes)
+    return with_normalized_loss(values_of(statistics), alpha)
 
 
 def pairwise_terms(num_rows: int, seed: int = 0) -> tuple[SPOTerms, dict[str, torch.Tensor]]:
@@ -32,7 +56,9 @@ def pairwise_terms(num_rows: int, seed: int = 0) -> tuple[SPOTerms, dict[str, to
     def per_token():
         return torch.rand(2 * num_rows, length - 1, generator=generator)
 
-    outputs = SimpleNamespace(entropy=per_token(), mean_logits=per_token(), is_top1=per_token() > 0.5)
+    outputs = TokenOutputs(
+        log_probs=per_token(), entropy=per_token(), mean_logits=per_token(), is_top1=per_token() > 0.5
+    )
     logps = -10 * torch.rand(num_rows, 2, generator=generator)
     terms = SPOTerms(
         loss=torch.tensor(0.0),
@@ -53,7 +79,7 @@ def rows_of(terms: SPOTerms, batch, rows: list[int]) -> tuple[SPOTerms, dict[str
     """The same micro-batch restricted to `rows` (sequences: [chosen; rejected])."""
     num_rows = terms.row_losses.numel()
     sequences = rows + [num_rows + row for row in rows]
-    outputs = SimpleNamespace(**{k: v[sequences] for k, v in vars(terms.outputs).items()})
+    outputs = TokenOutputs(**{k: v[sequences] for k, v in vars(terms.outputs).items() if v is not None})
     kept = SPOTerms(
         loss=terms.loss,
         row_losses=terms.row_losses[rows],
@@ -100,3 +126,70 @@ def test_pairwise_metrics_by_hand():
     assert metrics["rewards/accuracies"] == (chosen > rejected).float().mean().item()  # exact: 0, 0.5 or 1
     assert metrics["rewards/margins"] == pytest.approx(0.5 * (chosen - rejected).mean().item(), rel=1e-6)
     assert metrics["mu/min"] == terms.weights.min().item() and metrics["mu/max"] == terms.weights.max().item()
+
+
+def test_pair_weight_is_eq_8_gradient_factor_by_hand():
+    # Pairs: w = sigmoid(alpha * (log pi(y_l) - log pi(y_w))). Gaps of 0, 2 and -600 nats at alpha = 0.5: a tie,
+    # sigmoid(-1) = 0.26894, and sigmoid(300) = 1 (saturated, ordered the wrong way).
+    logps = torch.tensor([[-3.0, -3.0], [-2.0, -4.0], [-700.0, -100.0]])
+    mask = torch.ones_like(logps, dtype=torch.bool)
+    winner = torch.zeros(3, dtype=torch.long)
+    values = values_of(pair_weight_statistics(logps, mask, winner, 0.5))
+    expected = [0.5, 1 / (1 + math.e), 1.0]
+    # fp32 sigmoids of exact inputs, averaged over 3: a few ulps.
+    assert values["pair_weight/mean"] == pytest.approx(sum(expected) / 3, rel=1e-6)
+    assert values["pair_weight/saturated"] == pytest.approx(1 / 3, rel=1e-6)  # only the third row: 1/3 in fp32
+    # alpha = 0 (Eq. 9): every pair weighs exactly 0.5, whatever its gap.
+    assert values_of(pair_weight_statistics(logps, mask, winner, 0.0))["pair_weight/mean"] == 0.5
+
+    # Best-of-n (winner 1 of 3 valid, a padded fourth) and rankings: 1 - softmax(alpha * logp)_winner.
+    logps = torch.tensor([[-2.0, -1.0, -3.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    softmax = [math.exp(0.5 * x) for x in (-2.0, -1.0, -3.0)]
+    expected = 1 - softmax[1] / sum(softmax)  # 0.45081
+    value = values_of(pair_weight_statistics(logps, mask, torch.tensor([1]), 0.5))["pair_weight/mean"]
+    assert value == pytest.approx(expected, rel=1e-6)  # fp32 logsumexp of 3 exact values: a few ulps
+    # At n = 2 the winner weight is the pair weight (the pair formula in another form): equal to rounding.
+    two = torch.tensor([[-2.0, -4.0, 0.0]])
+    valid = torch.tensor([[True, True, False]])
+    value = values_of(pair_weight_statistics(two, valid, torch.tensor([0]), 0.5))["pair_weight/mean"]
+    assert value == pytest.approx(1 / (1 + math.e), rel=1e-6)
+
+
+def test_the_window_logs_the_mean_of_the_micro_batches_values():
+    # As DPOTrainer averages the per-micro-batch floats it appended: a mean of means, not a ratio of sums.
+    window = MetricsWindow(across_processes=False)
+    window.add(
+        {
+            "m": Statistic(torch.tensor(6.0), torch.tensor(3.0)),
+            "low": Statistic(torch.tensor(1.0), torch.tensor(4.0), "min"),
+        }
+    )
+    window.add(
+        {
+            "m": Statistic(torch.tensor(10.0), torch.tensor(1.0)),
+            "rank_4": Statistic(torch.tensor(0.0), torch.tensor(0.0)),
+        }
+    )
+    window.add(
+        {
+            "m": Statistic(torch.tensor(float("nan")), torch.tensor(0.0)),
+            "low": Statistic(torch.tensor(3.0), torch.tensor(1.0), "min"),
+        }
+    )
+    assert window.values("m")[:2] == [2.0, 10.0]
+    logged = window.reduce(accelerator=None)
+    # m: (2 + 10) / 2, the third micro-batch had no value (count 0, its NaN total never read); low: mean of 1 and 3;
+    # a metric no micro-batch had a value of is not logged. Exact in binary.
+    assert logged == {"m": 6.0, "low": 2.0}
+    assert window.entries == [] and window.reduce(accelerator=None) == {}
+    window.add({"m": Statistic(torch.tensor(float("nan")), torch.tensor(2.0))})
+    assert math.isnan(window.reduce(accelerator=None)["m"])  # a NaN value reaches the log, as in DPO's
+
+
+def test_kendall_tau_hand_cases():
+    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 3.0, 1.0], [5.0, 1.0, 9.0]])
+    mask = torch.tensor([[True, True, True]] * 3 + [[True, True, False]])
+    # same order; reversed; 2 concordant and 1 discordant pair of 3 -> (2 - 1) / 3; a row with 2 valid responses
+    expected = torch.tensor([1.0, -1.0, 1 / 3, 1.0])
+    torch.testing.assert_close(kendall_tau(scores, mask), expected)  # counts divided by 3: within an ulp

@@ -99,7 +99,7 @@ def test_kl_term_matches_naive_full_vocabulary_kl(tmp_path, tiny_model_path, sta
     for _ in range(num_shards):
         loss = trainer.compute_loss(model, batch) / num_shards
         loss.backward()
-        kl_values.append(trainer._metrics["train"]["kl/global"][-1])
+        kl_values.append(trainer._device_metrics.windows["train"].values("kl/global")[-1])
     trainer_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     # Naive: materialised logits, the paper's formula written out
@@ -138,13 +138,13 @@ def test_dataset_kl_ablation_is_the_kl_on_the_batch_completions(
     model.zero_grad()
     trainer.compute_loss(model, batch).backward()
     trainer_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    logged = trainer._metrics["train"]["kl/dataset"][-1]
+    logged = trainer._device_metrics.windows["train"].values("kl/dataset")[-1]
 
     model.zero_grad()
     samples = KLSamples(batch["input_ids"], batch["attention_mask"], batch["completion_mask"], step=0)
     naive_kl = naive_sequence_kl(model, trainer.ref_model, samples)  # the 8 chosen and rejected completions
     (naive_preference_loss(model, batch, alpha) + beta * naive_kl.mean()).backward()
-    assert naive_kl.min() > 1e-3 and "kl/global" not in trainer._metrics["train"]
+    assert naive_kl.min() > 1e-3 and trainer._device_metrics.windows["train"].values("kl/global") == []
     # A mean of 8 sums over <= 8 positions of fp32 vocabulary sums, chunked vs materialised: ~1e-5 relative at worst.
     assert logged == pytest.approx(naive_kl.mean().item(), rel=1e-4), "kl/dataset: trainer vs naive"
     naive_grads = {name: param.grad for name, param in model.named_parameters()}

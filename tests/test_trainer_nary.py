@@ -151,7 +151,7 @@ def test_top1_accuracy_and_kendall_tau_match_a_hand_computation(tmp_path, tiny_m
     examples = [trainer.train_dataset[i] for i in rows]
     with torch.no_grad():
         trainer.compute_loss(model, trainer.data_collator(examples))
-    metrics = trainer._metrics["train"]
+    metrics = trainer._device_metrics.windows["train"]  # per micro-batch, on the device until a log
 
     # By hand: each completion scored alone from materialised logits, then compared with the labelled order
     top1, taus, gaps = [], [], []
@@ -173,5 +173,5 @@ def test_top1_accuracy_and_kendall_tau_match_a_hand_computation(tmp_path, tiny_m
         f"two completions' log-probs differ by only {min(gaps)}: the ranking metrics are a coin flip"
     )
     # Means of 8 values that are multiples of 1 / 6 (tau) or 0 and 1 (top-1), in fp32: a few ulps.
-    assert metrics["rewards/top1_accuracy"][-1] == pytest.approx(sum(top1) / len(top1), abs=1e-6)
-    assert metrics["rewards/kendall_tau"][-1] == pytest.approx(sum(taus) / len(taus), abs=1e-6)
+    assert metrics.values("rewards/top1_accuracy")[-1] == pytest.approx(sum(top1) / len(top1), abs=1e-6)
+    assert metrics.values("rewards/kendall_tau")[-1] == pytest.approx(sum(taus) / len(taus), abs=1e-6)

@@ -31,7 +31,7 @@ _EXPORTS = {
     "SPOTrainer": "trainer",
     "NaryDPOConfig": "baselines",
     "NaryDPOTrainer": "baselines",
-    "TrainingDivergedError": "divergence",
+    "TrainingDivergedError": "nonfinite",
     "DataCollatorForNaryPreference": "data",
     "best_of_n_to_pairwise": "data",
     "detect_preference_format": "data",
@@ -40,9 +40,8 @@ _EXPORTS = {
     "PREFERENCE_LOSSES": "losses",
     "dpo_plackett_luce_loss": "losses",
     "dpo_softmax_loss": "losses",
-    "get_preference_loss": "losses",
-    "global_kl_per_sample": "losses",
-    "kendall_tau": "losses",
+    "global_kl_per_sample": "kl",
+    "kendall_tau": "metrics",
     "spo_batch_mean": "losses",
     "spo_best_of_n_loss": "losses",
     "spo_pairwise_grid_loss": "losses",
@@ -66,7 +65,6 @@ __all__ = [
     "detect_preference_format",
     "dpo_plackett_luce_loss",
     "dpo_softmax_loss",
-    "get_preference_loss",
     "global_kl_per_sample",
     "kendall_tau",
     "ranking_to_best_of_n",
@@ -105,14 +103,11 @@ if TYPE_CHECKING:
         ranking_to_best_of_n,
         ranking_to_pairwise,
     )
-    from .divergence import TrainingDivergedError
+    from .kl import global_kl_per_sample
     from .losses import (
         PREFERENCE_LOSSES,
         dpo_plackett_luce_loss,
         dpo_softmax_loss,
-        get_preference_loss,
-        global_kl_per_sample,
-        kendall_tau,
         spo_batch_mean,
         spo_best_of_n_loss,
         spo_pairwise_grid_loss,
@@ -123,4 +118,6 @@ if TYPE_CHECKING:
         spo_sample_scores,
         spo_sample_weights,
     )
+    from .metrics import kendall_tau
+    from .nonfinite import TrainingDivergedError
     from .trainer import SPOTrainer

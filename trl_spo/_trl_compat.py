@@ -33,9 +33,11 @@ import inspect
 import warnings
 from types import SimpleNamespace
 
+import torch
 import trl
 from packaging.version import Version
 from torch.distributed.tensor import DTensor
+from transformers import Trainer
 from trl import DPOTrainer
 from trl.cli.accelerate_config import resolve_accelerate_config_argument
 from trl.cli.commands.training import _subtract_subsequence as subtract_subsequence
@@ -70,9 +72,12 @@ if Version(trl.__version__).base_version.rsplit(".", 1)[0] != TESTED_TRL_MINOR:
 
 __all__ = [
     "CALLED_METHODS",
+    "CLASS_ATTRIBUTES",
     "FUSED_LM_HEAD_OUTPUTS",
     "INSTANCE_ATTRIBUTES",
     "OVERRIDDEN_METHODS",
+    "SOURCE_SEAMS",
+    "fused_lm_head_problems",
     "seam_problems",
     "ChunkedDivergenceFunction",
     "VLLMGeneration",
@@ -150,6 +155,11 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
     are projected on every device (TRL projects every position on devices without Triton, to keep tile shapes stable
     for compilers such as Neuron's; on CPU and GPU that is only wasted work).
 
+    Sizing those positions is the one host sync of an ordinary SPO training step, as it is of TRL's fused head on a
+    GPU (`hidden_states[mask]` there): the number of completion tokens of a batch is data, known only on the device.
+    Projecting every position instead would avoid it but costs more than the wait at the shapes SPO trains: the LM head
+    is 7% of a 7B model's FLOPs per token (27% of Qwen2-0.5B's), and prompts and padding are often half the positions.
+
     Args:
         model: the unwrapped causal LM (or PEFT model) whose LM head scores the positions.
         hidden_states (`torch.Tensor`, shape `(B, T, H)`): hidden states, position t predicting `labels[:, t]`.
@@ -169,15 +179,24 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
     hidden_states = hidden_states.to(weight.device)
     labels = labels.to(weight.device)
     mask = labels != -100
+    positions = mask.flatten().nonzero().squeeze(1)  # the deliberate sync (see above)
     with maybe_gather_lm_head_ctx(weight, bias):
         per_token = ChunkedLogProbFunction.apply(
-            hidden_states[mask], weight, bias, labels[mask], 1.0, LOG_PROB_CHUNK_SIZE, softcap, scale, outputs
+            hidden_states.flatten(0, 1).index_select(0, positions),
+            weight,
+            bias,
+            labels.flatten().index_select(0, positions),
+            1.0,
+            LOG_PROB_CHUNK_SIZE,
+            softcap,
+            scale,
+            outputs,
         )
     names = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-    # `masked_scatter` keeps the output connected to the model even when no label is valid.
+    # `index_copy` keeps the output connected to the model even when no label is valid.
     return SimpleNamespace(
         **{
-            name: None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x)
+            name: None if x is None else x.new_zeros(mask.numel()).index_copy(0, positions, x).view(mask.shape)
             for name, x in zip(names, per_token, strict=False)
         }
     )
@@ -193,6 +212,7 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
     "_set_signature_columns_if_needed": (),  # Trainer: the columns the n-ary collator needs
     "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),  # Trainer's loss hook
     "get_batch_samples": ("epoch_iterator", "num_batches", "device"),  # Trainer: the prompts of a step's batches
+    "log": ("logs", "start_time"),  # DPOTrainer: SPO's device-side metrics are read and handed to it here
     "_save_checkpoint": ("model", "trial"),  # Trainer: the KL sampler's state goes with each checkpoint
     "create_model_card": ("model_name", "dataset_name", "tags"),  # TRL's BaseTrainer  # upstream: drop
     "train": ("resume_from_checkpoint",),  # Trainer: the KL sampler's state is restored on resume
@@ -201,24 +221,66 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
 # Methods SPOTrainer calls that are not part of the documented API, with the leading parameters it passes.
 CALLED_METHODS: dict[str, tuple[str, ...]] = {
     "_get_output_dir": ("trial",),  # Trainer: where `_save_checkpoint` writes
-    "compute_loss_context_manager": (),  # Trainer: autocast for the reference forward on the samples
 }
 
-# Attributes the parents' `__init__` sets and SPOTrainer reads, and what for.
+# Attributes the parents' `__init__` sets and SPOTrainer reads (or writes for them to read), and what for.
 INSTANCE_ATTRIBUTES: dict[str, str] = {
     "_tokenizer": "the tokenizer inside `processing_class` (EOS and pad ids)",
     "_is_vision_dataset": "the global KL refuses vision datasets",
-    "_metrics": "SPO's metrics are appended to DPO's, averaged at each log",
+    "_metrics": "SPO's metrics are handed to DPO's at each log, which averages and clears them",
     "_total_train_tokens": "the `num_tokens` metric",
     "_tp_size": "the `num_tokens` metric under tensor parallelism",
     "aux_loss_enabled": "the MoE router loss is added to SPO's loss",
     "router_aux_loss_coef": "its weight",
     "ref_model": "pi_ref of the KL term (`None` for PEFT: the adapter is disabled instead)",
     "beta": "the weight of the KL term",
+    "_signature_columns": "SPOTrainer writes the n-ary batch columns into it, which Trainer keeps in the dataset",
 }
 
+# What the parents' code does with SPOTrainer's state, read in their source: (owner, method, code it must contain,
+# what SPOTrainer relies on). A refactor that keeps the behaviour under other words fails too, and is checked by hand.
+SOURCE_SEAMS: tuple[tuple[type, str, str, str], ...] = (
+    (
+        Trainer,
+        "_remove_unused_columns",
+        "self._signature_columns",
+        "Trainer keeps the dataset columns named in `_signature_columns` (the n-ary ones, written by SPOTrainer)",
+    ),
+    (
+        Trainer,
+        "_run_epoch",
+        "self.current_gradient_accumulation_steps = len(batch_samples)",
+        "Trainer sets `current_gradient_accumulation_steps` to the micro-batches of each optimizer step (the KL "
+        "sampler shards its samples over them)",
+    ),
+    (
+        Trainer,
+        "training_step",
+        "loss / self.current_gradient_accumulation_steps",
+        "Trainer divides each micro-batch's loss by `current_gradient_accumulation_steps` (the KL term's factor "
+        "undoes that for its shard sum)",
+    ),
+    (
+        DPOTrainer,
+        "create_model_card",
+        "self._tag_names",
+        "TRL's model card adds the trainer's `_tag_names` to its tags",
+    ),
+    (
+        DPOTrainer,
+        "create_model_card",
+        "self._paper",
+        "TRL's model card cites the trainer's `_paper` (title, id, citation) and names it by `_name`",
+    ),
+)
+
+# Class attributes of DPOTrainer that SPOTrainer redefines for TRL's model card (and its own), with their type.
+CLASS_ATTRIBUTES: dict[str, type] = {"_tag_names": list, "_name": str, "_paper": dict}
+
 # Per-token outputs of TRL's fused LM head (`add_fused_lm_head`, which `DPOTrainer.__init__` installs with these
-# outputs) that SPOTrainer reads: the log-probs of the preference term, and DPO's token metrics.
+# outputs) that SPOTrainer reads: the log-probs of the preference term, and DPO's token metrics. The MoE branch of
+# `trl_spo.forward.policy_forward` and `NaryDPOTrainer`'s reference forward call the head through the model's forward,
+# `model(..., labels=labels, fused_lm_head=True)`, and read these fields at the `L - 1` positions that predict a token.
 FUSED_LM_HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
 
@@ -226,14 +288,37 @@ def _parameters(function) -> tuple[str, ...]:
     return tuple(name for name in inspect.signature(function).parameters if name != "self")
 
 
-def seam_problems(trainer=None, fused_outputs=None) -> list[str]:
+def fused_lm_head_problems(model) -> list[str]:
+    """What changed in the `fused_lm_head=True` forward keyword of a model `DPOTrainer.__init__` prepared."""
+    input_ids = torch.zeros(1, 3, dtype=torch.long, device=model.device)
+    try:
+        with torch.no_grad():
+            outputs = model(input_ids=input_ids, labels=input_ids, fused_lm_head=True)
+    except TypeError as error:
+        return [
+            f"the model's forward no longer takes `fused_lm_head=True` ({error}); DPOTrainer.__init__ used to install "
+            "TRL's fused LM head, which SPOTrainer's MoE branch and NaryDPOTrainer's reference forward call"
+        ]
+    problems = []
+    for name in FUSED_LM_HEAD_OUTPUTS:
+        value = getattr(outputs, name, None)
+        if value is None:
+            problems.append(f"the fused LM head no longer returns `{name}` (DPOTrainer used to request it)")
+        elif tuple(value.shape) != (1, input_ids.size(1) - 1):
+            problems.append(
+                f"the fused LM head's `{name}` has shape {tuple(value.shape)} for 1 sequence of 3 tokens; SPOTrainer "
+                "reads (1, 2), one value per position that predicts a token"
+            )
+    return problems
+
+
+def seam_problems(trainer=None) -> list[str]:
     """
     What changed in the installed TRL (and transformers) at the seams SPOTrainer relies on; empty if nothing did.
 
     Args:
-        trainer (`SPOTrainer`, *optional*): a built trainer, to check the attributes `DPOTrainer.__init__` sets.
-        fused_outputs (*optional*): the output of `trainer.model(..., labels=..., fused_lm_head=True)`, to check the
-            fused LM head's fields.
+        trainer (`SPOTrainer`, *optional*): a built trainer, to check the attributes `DPOTrainer.__init__` sets and
+            the `fused_lm_head=True` forward of its model.
 
     Returns:
         `list[str]`: one line per broken seam, naming it and what SPOTrainer needs from it.
@@ -250,12 +335,19 @@ def seam_problems(trainer=None, fused_outputs=None) -> list[str]:
                 problems.append(
                     f"DPOTrainer.{name} takes {found}, SPOTrainer {kind} it with {expected} first: check the change"
                 )
+    for owner, name, code, why in SOURCE_SEAMS:
+        method = getattr(owner, name, None)
+        if method is None or code not in inspect.getsource(method):
+            problems.append(f"{owner.__name__}.{name} no longer contains `{code}`: {why}")
+    for name, kind in CLASS_ATTRIBUTES.items():
+        value = inspect.getattr_static(DPOTrainer, name, None)
+        if not isinstance(value, kind):
+            problems.append(
+                f"DPOTrainer.{name} is no longer a {kind.__name__} ({value!r}): TRL's model card reads SPOTrainer's"
+            )
     if trainer is not None:
         for name, why in INSTANCE_ATTRIBUTES.items():
             if name not in vars(trainer):
                 problems.append(f"DPOTrainer.__init__ no longer sets `{name}` (SPOTrainer reads it: {why})")
-    if fused_outputs is not None:
-        for name in FUSED_LM_HEAD_OUTPUTS:
-            if getattr(fused_outputs, name, None) is None:
-                problems.append(f"the fused LM head no longer returns `{name}` (DPOTrainer used to request it)")
+        problems += fused_lm_head_problems(trainer.accelerator.unwrap_model(trainer.model))
     return problems

@@ -102,6 +102,7 @@ class NaryDPOTrainer(SPOTrainer):
 
     _tag_names = ["trl", "dpo"]
     _name = "DPO (n-ary baseline)"
+    _loss_has_alpha = False  # DPO's loss: no implicit rewards alpha * log pi, no pair weight of Eq. 8
 
     def __init__(
         self,
@@ -145,4 +146,4 @@ class NaryDPOTrainer(SPOTrainer):
                     outputs = model(**kwargs, labels=labels, fused_lm_head=True)
             else:
                 outputs = self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
-        return outputs.log_probs[:, -(inputs["completion_mask"].size(1) - 1) :].sum(dim=1)
+        return outputs.log_probs.sum(dim=1)  # (N, L - 1), 0 off the completions: the fused head's shape

@@ -24,29 +24,57 @@ positions.
 """
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 
-from ._trl_compat import FUSED_LM_HEAD_OUTPUTS, lm_head_token_outputs
+from ._trl_compat import (
+    FUSED_LM_HEAD_OUTPUTS,
+    disable_gradient_checkpointing,
+    forward_through_wrapper,
+    lm_head_token_outputs,
+    reference_adapter,
+)
+
+
+@dataclass
+class TokenOutputs:
+    """
+    Per-token outputs of TRL's fused LM head on N right-padded preference sequences of length L, at the L - 1 positions
+    that predict a token (position t predicts token t + 1). Each tensor has shape `(N, L - 1)` and is 0 where token
+    t + 1 is not a completion token.
+
+    Attributes:
+        log_probs (`torch.Tensor`): log π_θ(token t + 1 | tokens ≤ t); summed per row, the sequence log-probs of the
+            losses. Differentiable.
+        entropy (`torch.Tensor`): entropy of π_θ(· | tokens ≤ t), DPO's `entropy` metric. No gradient.
+        mean_logits (`torch.Tensor`): mean of the logits over the vocabulary, DPO's `logits/chosen|rejected`.
+        is_top1 (`torch.Tensor`): whether token t + 1 is π_θ's most likely one, DPO's `mean_token_accuracy`.
+        aux_loss (`torch.Tensor`, scalar, *optional*): the MoE router's load-balancing loss, when asked for.
+    """
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    mean_logits: torch.Tensor
+    is_top1: torch.Tensor
+    aux_loss: torch.Tensor | None = None
 
 
 @dataclass
 class PolicyForward:
     """
-    What one pass of the policy gives for a micro-batch of N preference sequences and K extra rows.
+    What one pass of the policy gives for a micro-batch of N preference sequences of length L and K extra rows.
 
     Attributes:
-        token_outputs (`SimpleNamespace`): per-token `log_probs` of the preference sequences' completion tokens, and
-            DPO's token metrics `entropy`, `mean_logits`, `is_top1`, each `(N, L - 1)`, 0 off the completions.
-        hidden (`torch.Tensor`, shape `(N, L - 1, H)`): the preference sequences' last hidden states.
+        token_outputs (`TokenOutputs`): the fused LM head's outputs on the preference sequences, each `(N, L - 1)`.
+        hidden (`torch.Tensor`, shape `(N, L - 1, H)`, *optional*): the preference sequences' last hidden states
+            (`None` on the MoE path unless asked for: TRL's fused forward does not return them).
         extra_hidden (`torch.Tensor`, shape `(K, L_extra - 1, H)`, *optional*): the extra rows' last hidden states.
     """
 
-    token_outputs: SimpleNamespace
-    hidden: torch.Tensor
+    token_outputs: TokenOutputs
+    hidden: torch.Tensor | None
     extra_hidden: torch.Tensor | None
 
 
@@ -63,6 +91,36 @@ def backbone_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch
     return outputs.last_hidden_state[:, :-1]
 
 
+@torch.no_grad()
+def reference_hidden_states(
+    accelerator,
+    model_wrapped,
+    ref_model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gradient_checkpointing_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """
+    π_ref's last hidden states `(B, L - 1, H)`, without gradient, under the run's mixed precision: the reference model
+    if there is one, else (PEFT) the policy with its adapter disabled, through the wrapper either way (ZeRO-3 gathers
+    the weights it runs).
+    """
+    with accelerator.autocast():
+        if ref_model is None:
+            unwrapped = accelerator.unwrap_model(model_wrapped)
+            with (
+                reference_adapter(unwrapped),
+                disable_gradient_checkpointing(unwrapped, gradient_checkpointing_kwargs),
+            ):
+                return forward_through_wrapper(
+                    model_wrapped, unwrapped, backbone_hidden_states, unwrapped, input_ids, attention_mask
+                )
+        unwrapped_ref = accelerator.unwrap_model(ref_model)
+        return forward_through_wrapper(
+            ref_model, unwrapped_ref, backbone_hidden_states, unwrapped_ref, input_ids, attention_mask
+        )
+
+
 def policy_forward(
     model,
     input_ids: torch.Tensor,
@@ -70,6 +128,8 @@ def policy_forward(
     completion_mask: torch.Tensor,
     extra_input_ids: torch.Tensor | None = None,
     extra_attention_mask: torch.Tensor | None = None,
+    router_aux_loss: bool = False,
+    keep_hidden: bool = False,
 ) -> PolicyForward:
     """
     One backbone pass over the preference sequences `(N, L)` and, if given, extra rows `(K, L_extra)`, then TRL's
@@ -81,7 +141,29 @@ def policy_forward(
             sequences, as DPO's collator builds them.
         extra_input_ids, extra_attention_mask (`torch.Tensor`, shape `(K, L_extra)`, *optional*): right-padded rows
             whose hidden states are wanted too (the KL samples).
+        router_aux_loss (`bool`): a mixture-of-experts model whose router loss is trained: TRL's fused forward returns
+            it, so the preference sequences go through that forward and the extra rows get a pass of their own.
+        keep_hidden (`bool`): on that path, also return the preference sequences' hidden states (a second pass).
     """
+    labels = input_ids.masked_fill(completion_mask == 0, -100)
+    if router_aux_loss:
+        fused = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            fused_lm_head=True,
+            use_cache=False,
+            output_router_logits=True,
+        )
+        token_outputs = TokenOutputs(
+            **{name: getattr(fused, name) for name in FUSED_LM_HEAD_OUTPUTS}, aux_loss=fused.aux_loss
+        )
+        hidden = backbone_hidden_states(model, input_ids, attention_mask) if keep_hidden else None
+        extra_hidden = None
+        if extra_input_ids is not None:
+            extra_hidden = backbone_hidden_states(model, extra_input_ids, extra_attention_mask)
+        return PolicyForward(token_outputs=token_outputs, hidden=hidden, extra_hidden=extra_hidden)
+
     num_rows, length = input_ids.shape
     if extra_input_ids is None:
         hidden = backbone_hidden_states(model, input_ids, attention_mask)
@@ -99,6 +181,6 @@ def policy_forward(
         )
         hidden = stacked[:num_rows, : length - 1]
         extra_hidden = stacked[num_rows:, : extra_input_ids.size(1) - 1]
-    labels = input_ids[:, 1:].masked_fill(completion_mask[:, 1:] == 0, -100)
-    token_outputs = lm_head_token_outputs(model, hidden, labels, FUSED_LM_HEAD_OUTPUTS)
+    per_token = lm_head_token_outputs(model, hidden, labels[:, 1:], FUSED_LM_HEAD_OUTPUTS)
+    token_outputs = TokenOutputs(**{name: getattr(per_token, name) for name in FUSED_LM_HEAD_OUTPUTS})
     return PolicyForward(token_outputs=token_outputs, hidden=hidden, extra_hidden=extra_hidden)

@@ -31,9 +31,13 @@ best-of-n rows name their winner, and rankings are in preference order (winner 0
 - Sample weights `mu` (Eq. 12) are stop-gradient: the paper forbids gradient propagation through mu (section 4),
   so the losses detach any `weights` they are given and the weight functions run under `torch.no_grad()`.
 - alpha = 0 (Eq. 9, 11) is the limit of the *gradient*, not of the value (Appendix A); see `spo_pairwise_loss`.
+- No checks inside: like Liger-Kernel's chunked losses, these functions trust their inputs, so a training step pays
+  for the math only (no shape checks, no `bool(tensor)` that would make the host wait for the device). Inputs are
+  checked once, where they enter: `SPOConfig.__post_init__` (alpha, gamma, the rank decay), dataset preparation and
+  `DataCollatorForNaryPreference` (rankings, winners, numbers of responses). A direct caller keeps to the shapes in
+  each docstring.
 """
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -44,9 +48,7 @@ __all__ = [
     "PREFERENCE_LOSSES",
     "dpo_plackett_luce_loss",
     "dpo_softmax_loss",
-    "get_preference_loss",
-    "global_kl_per_sample",
-    "kendall_tau",
+    "grid_sample_weights",
     "spo_batch_mean",
     "spo_best_of_n_loss",
     "spo_pairwise_grid_loss",
@@ -60,61 +62,26 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Validation and dtype helpers
+# Dtype and default helpers
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _check_scalar(name: str, value: float, positive: bool = False) -> float:
-    bound = "> 0" if positive else ">= 0"
-    try:
-        value = float(value)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"`{name}` must be a finite number {bound}, found {value!r}.") from error
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"`{name}` must be a finite number {bound}, found {value}.")
-    return value
-
-
-def _compute_dtype(tensor: torch.Tensor, name: str) -> torch.dtype:
-    if not torch.is_floating_point(tensor):
-        raise ValueError(f"`{name}` must be a floating-point tensor of log-probabilities, found dtype {tensor.dtype}.")
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     # Upcast (bf16/fp16 -> fp32) but never downcast fp64: references and tabular checks run in float64.
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:
-    if tuple(tensor.shape) != tuple(expected):
-        raise ValueError(f"`{name}` must have shape {meaning} = {tuple(expected)}, found {tuple(tensor.shape)}.")
-
-
-def _check_responses(logps: torch.Tensor, name: str = "logps") -> tuple[int, int]:
-    if logps.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (B, n), found {logps.ndim} dims with shape {tuple(logps.shape)}.")
-    batch, n = logps.shape
-    if n < 2:
-        raise ValueError(f"`{name}` must hold n >= 2 responses per row (shape (B, n)), found n = {n}.")
-    return batch, n
-
-
-def _response_mask(response_mask: torch.Tensor | None, logps: torch.Tensor, prefix: bool) -> torch.Tensor:
+def _response_mask(response_mask: torch.Tensor | None, logps: torch.Tensor) -> torch.Tensor:
     if response_mask is None:
         return torch.ones(logps.shape, dtype=torch.bool, device=logps.device)
-    _check_shape("response_mask", response_mask, tuple(logps.shape), "(B, n) like `logps`")
-    mask = response_mask.bool()
-    if prefix and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-        raise ValueError(
-            "`response_mask` must mark a prefix of valid responses per row (padding only at the end, e.g. "
-            "[True, True, False]), found a True after a False."
-        )
-    return mask
+    return response_mask.bool()
 
 
 def _weights(
-    weights: torch.Tensor | None, expected: tuple[int, ...], meaning: str, dtype: torch.dtype, device: torch.device
+    weights: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     if weights is None:
-        return torch.ones(expected, dtype=dtype, device=device)
-    _check_shape("weights", weights, expected, meaning)
+        return torch.ones(shape, dtype=dtype, device=device)
     # Section 4: "gradient propagation through mu is not permitted", whatever the caller built mu from.
     return weights.detach().to(dtype)
 
@@ -204,12 +171,8 @@ def spo_pairwise_loss(
     Returns:
         `torch.Tensor`: unreduced loss per pair, shape (B,), float32 (float64 for float64 inputs).
     """
-    alpha = _check_scalar("alpha", alpha)
-    dtype = _compute_dtype(chosen_logps, "chosen_logps")
-    if chosen_logps.ndim != 1:
-        raise ValueError(f"`chosen_logps` must have shape (B,), found shape {tuple(chosen_logps.shape)}.")
-    _check_shape("rejected_logps", rejected_logps, tuple(chosen_logps.shape), "(B,) like `chosen_logps`")
-    mu = _weights(weights, tuple(chosen_logps.shape), "(B,)", dtype, chosen_logps.device)
+    dtype = _compute_dtype(chosen_logps)
+    mu = _weights(weights, tuple(chosen_logps.shape), dtype, chosen_logps.device)
     chosen = chosen_logps.to(dtype)
     rejected = rejected_logps.to(dtype)
     if alpha == 0:
@@ -262,25 +225,10 @@ def spo_best_of_n_loss(
     Returns:
         `torch.Tensor`: unreduced loss per row, shape (B,), float32 (float64 for float64 inputs).
     """
-    alpha = _check_scalar("alpha", alpha)
-    dtype = _compute_dtype(logps, "logps")
-    batch, n = _check_responses(logps)
-    _check_shape("winner_index", winner_index, (batch,), "(B,)")
-    if torch.is_floating_point(winner_index) or winner_index.dtype == torch.bool:
-        raise ValueError(f"`winner_index` must be an integer tensor, found dtype {winner_index.dtype}.")
+    dtype = _compute_dtype(logps)
     winner_index = winner_index.long()
-    if batch > 0 and bool(((winner_index < 0) | (winner_index >= n)).any()):
-        raise ValueError(
-            f"`winner_index` must lie in [0, n) = [0, {n}), found values in "
-            f"[{int(winner_index.min())}, {int(winner_index.max())}]."
-        )
-    mask = _response_mask(response_mask, logps, prefix=False)
-    if not bool(mask.gather(-1, winner_index.unsqueeze(-1)).all()):
-        bad = (~mask.gather(-1, winner_index.unsqueeze(-1))).squeeze(-1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"`winner_index` must point at a valid (unmasked) response, found padded winners in rows {bad}."
-        )
-    mu = _weights(weights, (batch,), "(B,)", dtype, logps.device)
+    mask = _response_mask(response_mask, logps)
+    mu = _weights(weights, (logps.size(0),), dtype, logps.device)
     # Padded slots are replaced before any arithmetic so that garbage there cannot reach the value or the gradient.
     safe = torch.where(mask, logps.to(dtype), 0.0)
     winner = safe.gather(-1, winner_index.unsqueeze(-1)).squeeze(-1)
@@ -329,18 +277,10 @@ def spo_ranking_loss(
     Returns:
         `torch.Tensor`: unreduced loss per row, shape (B,), float32 (float64 for float64 inputs).
     """
-    alpha = _check_scalar("alpha", alpha)
-    dtype = _compute_dtype(logps, "logps")
-    batch, n = _check_responses(logps)
-    if winner_index is not None:
-        _check_shape("winner_index", winner_index, (batch,), "(B,)")
-        if bool((winner_index != 0).any()):
-            raise ValueError(
-                "`winner_index` must be 0 for every row of a ranking: `logps` are in preference order, best first "
-                f"(reorder them with the ranking), found winners {sorted(set(winner_index.tolist()))}."
-            )
-    mask = _response_mask(response_mask, logps, prefix=True)
-    mu = _weights(weights, (batch, n - 1), "(B, n-1), one per rank term", dtype, logps.device)
+    dtype = _compute_dtype(logps)
+    batch, n = logps.shape
+    mask = _response_mask(response_mask, logps)
+    mu = _weights(weights, (batch, n - 1), dtype, logps.device)
     safe = torch.where(mask, logps.to(dtype), 0.0)
     suffix, term_valid = _suffix_masks(mask)
     # Term k's winner is y_k; including its slot even when padded keeps the (then discarded) term finite, so the
@@ -389,11 +329,8 @@ def spo_sample_scores(
     Returns:
         `torch.Tensor`: s per row, shape (B,), detached, float32 (float64 for float64 inputs).
     """
-    gamma = _check_scalar("gamma", gamma)
-    dtype = _compute_dtype(logps, "logps")
-    if logps.ndim != 2 or logps.shape[-1] < 1:
-        raise ValueError(f"`logps` must have shape (B, n) with n >= 1, found shape {tuple(logps.shape)}.")
-    mask = _response_mask(response_mask, logps, prefix=False)
+    dtype = _compute_dtype(logps)
+    mask = _response_mask(response_mask, logps)
     if gamma == 0:
         # Eq. (12) with gamma = 0: mu reduces to uniform weighting; 0 * logsumexp would be NaN for an empty set.
         return torch.ones(logps.shape[0], dtype=dtype, device=logps.device)
@@ -467,10 +404,7 @@ def spo_sample_weights(
     if batch_mean is None:
         mean = spo_batch_mean(scores)
     else:
-        mean = torch.as_tensor(batch_mean, device=scores.device).detach().to(scores.dtype)
-        if mean.numel() != 1:
-            raise ValueError(f"`batch_mean` must be a scalar (one element), found shape {tuple(mean.shape)}.")
-        mean = mean.reshape(())
+        mean = torch.as_tensor(batch_mean, device=scores.device).detach().to(scores.dtype).reshape(())
     return 2 * torch.sigmoid(scores - mean)
 
 
@@ -500,10 +434,8 @@ def spo_ranking_sample_scores(
     Returns:
         `torch.Tensor`: s_k, shape (B, n-1), detached; 0 for terms whose suffix has fewer than 2 valid responses.
     """
-    gamma = _check_scalar("gamma", gamma)
-    dtype = _compute_dtype(logps, "logps")
-    _check_responses(logps)
-    mask = _response_mask(response_mask, logps, prefix=True)
+    dtype = _compute_dtype(logps)
+    mask = _response_mask(response_mask, logps)
     suffix, term_valid = _suffix_masks(mask)
     log_totals = logps.detach().to(dtype).unsqueeze(1).masked_fill(~suffix, float("-inf")).logsumexp(-1)
     return torch.where(term_valid, torch.exp(gamma * log_totals), 0.0)
@@ -548,11 +480,9 @@ def spo_ranking_sample_weights(
     Returns:
         `torch.Tensor`: mu_k, shape (B, n-1), detached, float32 (float64 for float64 inputs).
     """
-    gamma = _check_scalar("gamma", gamma)
-    decay = _check_scalar("decay", decay, positive=True)
-    dtype = _compute_dtype(logps, "logps")
-    _, n = _check_responses(logps)
-    mask = _response_mask(response_mask, logps, prefix=True)
+    dtype = _compute_dtype(logps)
+    n = logps.size(-1)
+    mask = _response_mask(response_mask, logps)
     suffix, term_valid = _suffix_masks(mask)
     if gamma == 0:
         mu = torch.ones(term_valid.shape, dtype=dtype, device=logps.device)
@@ -562,12 +492,46 @@ def spo_ranking_sample_weights(
             # Eq. (12)'s batch average, per rank term, over the rows where that term exists.
             mean = spo_batch_mean(scores, term_valid)
         else:
-            _check_shape("batch_mean", batch_mean, (n - 1,), "(n-1,), one per rank term")
             mean = batch_mean.detach().to(dtype)
         mu = 2 * torch.sigmoid(scores - mean)
     # Eq. (15) indexes rank terms k = 1..n-1; App. E.3 decays them as eta^k mu_k.
     eta_k = decay ** torch.arange(1, n, device=logps.device, dtype=dtype)
     return torch.where(term_valid, mu * eta_k, 0.0)
+
+
+@torch.no_grad()
+def grid_sample_weights(
+    logps: torch.Tensor,
+    response_mask: torch.Tensor,
+    preference_format: str,
+    gamma: float,
+    decay: float = 1.0,
+    sum_across_processes: Callable | None = None,
+) -> torch.Tensor:
+    """mu of Eq. (12) for a response grid of any format, centred on its batch mean (across processes if given).
+
+    Pairs and best-of-n rows get one weight per row (`spo_sample_weights`); ranked rows one per rank term
+    (`spo_ranking_sample_weights`, decayed as eta^k mu_k).
+
+    Args:
+        logps (`torch.Tensor`): shape (B, n), in the grid's labelled order.
+        response_mask (`torch.Tensor`): bool, shape (B, n); for rankings a valid prefix per row.
+        preference_format (`str`): `"pairwise"`, `"best_of_n"` or `"ranking"`.
+        gamma (`float`): exponent of Eq. (12), > 0 (at 0, mu = 1 and there is nothing to compute).
+        decay (`float`): eta, for rankings.
+        sum_across_processes (`Callable` or `None`): as in `spo_batch_mean`.
+
+    Returns:
+        `torch.Tensor`: mu, shape (B,), or (B, n-1) for rankings; detached.
+    """
+    if preference_format != "ranking":
+        scores = spo_sample_scores(logps, gamma, response_mask=response_mask)
+        batch_mean = spo_batch_mean(scores, sum_across_processes=sum_across_processes)
+        return spo_sample_weights(logps, gamma, batch_mean=batch_mean, response_mask=response_mask)
+    scores = spo_ranking_sample_scores(logps, gamma, response_mask=response_mask)
+    valid = response_mask[:, 1:]  # rank term k exists iff response k + 1 does (valid responses form a prefix)
+    batch_mean = spo_batch_mean(scores, valid, sum_across_processes=sum_across_processes)
+    return spo_ranking_sample_weights(logps, gamma, decay=decay, response_mask=response_mask, batch_mean=batch_mean)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -606,8 +570,6 @@ def dpo_plackett_luce_loss(
     Returns:
         `torch.Tensor`: unreduced loss per row, shape (B,).
     """
-    beta = _check_scalar("beta", beta, positive=True)
-    _check_shape("reference_logps", reference_logps, tuple(policy_logps.shape), "(B, n) like `policy_logps`")
     log_ratios = policy_logps - reference_logps.detach()
     return beta * spo_ranking_loss(log_ratios, None, beta, response_mask=response_mask)
 
@@ -644,79 +606,8 @@ def dpo_softmax_loss(
     Returns:
         `torch.Tensor`: unreduced loss per row, shape (B,).
     """
-    beta = _check_scalar("beta", beta, positive=True)
-    _check_shape("reference_logps", reference_logps, tuple(policy_logps.shape), "(B, n) like `policy_logps`")
     log_ratios = policy_logps - reference_logps.detach()
     return beta * spo_best_of_n_loss(log_ratios, winner_index, beta, response_mask=response_mask)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Agreement metrics (no gradient)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def kendall_tau(scores: torch.Tensor, response_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Kendall rank correlation between a model's scores and the labelled order, per row.
-
-    Formula:
-        tau = (1 / #pairs) * sum_{k < j, both valid} sign(score_k - score_j)
-
-    Where:
-        score_k: the model's score (e.g. sequence log-prob) of the response labelled k-th best.
-
-    1 when the model orders the responses exactly as the label, -1 when exactly reversed; ties count 0 (tau-a).
-
-    Args:
-        scores (`torch.Tensor`): shape (B, n), in labelled order, best first.
-        response_mask (`torch.Tensor` or `None`): bool, shape (B, n). `None`: all valid.
-
-    Returns:
-        `torch.Tensor`: shape (B,), float32; 0 for rows with fewer than 2 valid responses.
-    """
-    batch, n = _check_responses(scores)
-    mask = _response_mask(response_mask, scores, prefix=False)
-    positions = torch.arange(n, device=scores.device)
-    upper = positions.unsqueeze(1) < positions.unsqueeze(0)  # (n, n): k < j
-    pairs = upper & mask.unsqueeze(2) & mask.unsqueeze(1)
-    signs = torch.sign(scores.float().unsqueeze(2) - scores.float().unsqueeze(1))
-    concordance = torch.where(pairs, signs, 0.0).sum((1, 2))
-    return concordance / pairs.sum((1, 2)).clamp(min=1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Global KL regulariser (Eq. 13)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def global_kl_per_sample(token_kl: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """Token-wise KL of each sampled completion, the inner sums of the global regulariser.
-
-    Paper: Soft Preference Optimization, section 4, Eq. (13) (the estimator used in Algorithm 1).
-
-    Formula:
-        KL_hat = (1/|B|) * sum_{(x, y) in B} sum_{tau=1}^{|y|} KL( pi_theta(. | x, y_<tau) || pi_ref(. | x, y_<tau) )
-        this function returns, per sample, sum_{tau=1}^{|y|} KL_tau; the caller averages over the |B| samples.
-
-    Where:
-        y ~ pi_theta(. | x): an online sample (fixed; no gradient through the sampling).
-        KL_tau: full-vocabulary KL between the next-token distributions of pi_theta and pi_ref at completion
-            position tau (e.g. from TRL's chunked divergence kernel), the `token_kl` entries.
-        |y|: completion length, the positions where `completion_mask` is set.
-
-    Args:
-        token_kl (`torch.Tensor`): KL_tau, shape (B, L). Values at masked positions are ignored (may be NaN).
-        completion_mask (`torch.Tensor`): bool or {0, 1}, shape (B, L); True at completion tokens.
-
-    Returns:
-        `torch.Tensor`: summed KL per sample, shape (B,), float32 (float64 for float64 inputs).
-    """
-    dtype = _compute_dtype(token_kl, "token_kl")
-    if token_kl.ndim != 2:
-        raise ValueError(f"`token_kl` must have shape (B, L), found shape {tuple(token_kl.shape)}.")
-    _check_shape("completion_mask", completion_mask, tuple(token_kl.shape), "(B, L) like `token_kl`")
-    # Eq. (13) sums over the completion's positions, not averages: longer samples carry more KL, as in the paper.
-    return torch.where(completion_mask.bool(), token_kl.to(dtype), 0.0).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -745,13 +636,7 @@ def spo_pairwise_grid_loss(
     Returns:
         `torch.Tensor`: unreduced loss per pair, shape (B,).
     """
-    batch, n = _check_responses(logps)
-    if n != 2:
-        raise ValueError(f"`logps` of pairs must have shape (B, 2), found {tuple(logps.shape)}.")
-    if response_mask is not None and not bool(_response_mask(response_mask, logps, prefix=False).all()):
-        raise ValueError("`response_mask` of pairs must be all True: a pair has both responses.")
-    _check_shape("winner_index", winner_index, (batch,), "(B,)")
-    rows = torch.arange(batch, device=logps.device)
+    rows = torch.arange(logps.size(0), device=logps.device)
     winner_index = winner_index.long()
     return spo_pairwise_loss(logps[rows, winner_index], logps[rows, 1 - winner_index], alpha, weights)
 
@@ -763,24 +648,3 @@ PREFERENCE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "best_of_n": spo_best_of_n_loss,
     "ranking": spo_ranking_loss,
 }
-
-
-def get_preference_loss(name: str) -> Callable[..., torch.Tensor]:
-    """Return SPO's preference loss for the data format `name` (`"pairwise"`, `"best_of_n"` or `"ranking"`).
-
-    Every loss takes `(logps (B, n), winner_index (B,), alpha, weights, response_mask)`.
-
-    Args:
-        name (`str`): key of `PREFERENCE_LOSSES`.
-
-    Returns:
-        `Callable[..., torch.Tensor]`: the loss function.
-
-    Raises:
-        ValueError: if `name` is not registered; the message lists the valid names.
-    """
-    try:
-        return PREFERENCE_LOSSES[name]
-    except (KeyError, TypeError):
-        valid = ", ".join(repr(key) for key in PREFERENCE_LOSSES)
-        raise ValueError(f"Unknown SPO preference loss {name!r}: expected one of {valid}.") from None

@@ -121,9 +121,9 @@ def response_grid(
         )
         grid, mask = order_by_ranking(grid, ranking)
         return grid, mask, torch.zeros(num_rows, dtype=torch.long, device=grid.device)
-    grid, mask = scatter_sequence_logps(
-        sequence_logps, batch["row_index"], batch["response_index"], num_rows, int(batch["num_responses"].max())
-    )
+    # The collator's `response_mask` gives the grid's width as a shape; without it, reading n_max is a host sync.
+    width = batch["response_mask"].size(1) if "response_mask" in batch else int(batch["num_responses"].max())
+    grid, mask = scatter_sequence_logps(sequence_logps, batch["row_index"], batch["response_index"], num_rows, width)
     return grid, mask, batch["best_index"]
 
 

@@ -18,17 +18,21 @@ Online samples for the global KL (Algorithm 1 of the paper): the sample buffer, 
 optimizer steps, the shards of gradient accumulation, the metrics and the checkpoint state.
 """
 
+import itertools
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TrainerCallback
+from transformers import GenerationConfig, LogitsProcessorList, TrainerCallback
 
 from . import _trl_compat
 from ._trl_compat import flush_left, pad, unwrap_model_for_generation
+from .kl import completion_positions
+from .nonfinite import NonFiniteLogitsGuard
 
 
 @dataclass
@@ -44,9 +48,14 @@ class KLSamples:
         attention_mask (`torch.Tensor`, shape `(K, L)`): 1 on real tokens.
         completion_mask (`torch.Tensor`, shape `(K, L)`): 1 on completion tokens, up to and including the first EOS.
         step (`int`): optimizer step at which they were drawn.
-        reference_hidden (`torch.Tensor`, shape `(K, L - 1, H)`, *optional*): the reference model's hidden states on
-            these sequences. π_ref and the samples are both fixed until the next refresh, so they are computed once
-            per refresh instead of once per step.
+        reference_hidden (`torch.Tensor`, shape `(T, H)`, *optional*): the reference model's hidden states at the T
+            positions that predict a completion token (`completion_positions`), the only ones Eq. 13 reads. π_ref and
+            the samples are both fixed until the next refresh, so they are computed once per refresh instead of once
+            per step.
+        completion_positions (`torch.Tensor`, shape `(T,)`, *optional*): those positions, as flat indices into the
+            `(K, L - 1)` grid of next-token predictions, row by row.
+        row_offsets (`list[int]`, *optional*): `K + 1` host integers, row k's positions being
+            `completion_positions[row_offsets[k]:row_offsets[k + 1]]`: a shard is cut without reading the device.
     """
 
     input_ids: torch.Tensor
@@ -54,6 +63,8 @@ class KLSamples:
     completion_mask: torch.Tensor
     step: int
     reference_hidden: torch.Tensor | None = field(default=None, repr=False)
+    completion_positions: torch.Tensor | None = field(default=None, repr=False)
+    row_offsets: list[int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.input_ids.size(0)
@@ -67,17 +78,35 @@ class KLSamples:
         The `index`-th of `num_shards` contiguous slices (some may be empty).
 
         Gradient accumulation spreads the buffer over the micro-batches of an optimizer step, so the KL is paid once
-        per step; every rank slices the same way, which keeps ZeRO-3's collective forwards in step.
+        per step; every rank slices the same way, which keeps ZeRO-3's collective forwards in step. Slice i holds rows
+        `round(i * K / G)` to `round((i + 1) * K / G)`, computed exactly with host integers (half to even, as
+        `torch.round` of a float32 `linspace` did for the usual G).
         """
-        bounds = torch.linspace(0, len(self), num_shards + 1).round().long().tolist()
-        rows = slice(bounds[index], bounds[index + 1])
-        return KLSamples(
+        first, last = (round(Fraction(i * len(self), num_shards)) for i in (index, index + 1))
+        rows = slice(first, last)
+        shard = KLSamples(
             input_ids=self.input_ids[rows],
             attention_mask=self.attention_mask[rows],
             completion_mask=self.completion_mask[rows],
             step=self.step,
-            reference_hidden=None if self.reference_hidden is None else self.reference_hidden[rows],
         )
+        if self.reference_hidden is not None:
+            tokens = slice(self.row_offsets[first], self.row_offsets[last])
+            shard.reference_hidden = self.reference_hidden[tokens]
+            # Flat indices into this shard's own (rows, L - 1) grid.
+            shard.completion_positions = self.completion_positions[tokens] - first * (self.input_ids.size(1) - 1)
+            shard.row_offsets = [offset - self.row_offsets[first] for offset in self.row_offsets[first : last + 1]]
+        return shard
+
+    def with_reference(self, reference_hidden_states: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        """
+        Compute and keep the reference's hidden states at the completion positions (once per refresh: this reads the
+        device to size them, which a refresh may do).
+        """
+        self.completion_positions = completion_positions(self.completion_mask)
+        self.row_offsets = [0, *itertools.accumulate(self.completion_mask[:, 1:].sum(1).tolist())]
+        hidden = reference_hidden_states(self.input_ids, self.attention_mask)
+        self.reference_hidden = hidden.flatten(0, 1).index_select(0, self.completion_positions)
 
     def state_dict(self) -> dict:
         """Everything needed to resume with the same samples; the reference cache is recomputed on load."""
@@ -103,19 +132,43 @@ class RecentPrompts:
     The prompts of the most recent training batches, newest last.
 
     Algorithm 1 samples the KL completions "for recently seen prompts"; the pool holds the last `capacity` of them.
+    Training batches are added as they are (`add_batch`, device tensors) and turned into token lists only when the
+    prompts are read (`latest`, at a refresh, or `state_dict`, at a checkpoint), so that an ordinary training step does
+    not wait for the device to copy them to the host.
     """
 
     def __init__(self, capacity: int):
         self._prompts: deque[tuple[int, ...]] = deque(maxlen=capacity)
+        self._pending: deque[tuple[int, dict[str, torch.Tensor]]] = deque()  # (rows, batch), oldest first
+        self._pending_rows = 0
 
     def __len__(self) -> int:
+        self._read_pending()
         return len(self._prompts)
 
     def add(self, prompts: Sequence[Sequence[int]]) -> None:
+        self._read_pending()
         self._prompts.extend(tuple(p) for p in prompts)
+
+    def add_batch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Remember the prompts of a collated training batch, without reading it (see `prompts_from_batch`)."""
+        rows = batch["num_responses"].size(0) if "num_responses" in batch else batch["input_ids"].size(0) // 2
+        self._pending.append(
+            (rows, {key: batch[key] for key in ("input_ids", "completion_mask", "response_index") if key in batch})
+        )
+        self._pending_rows += rows
+        # Batches older than `capacity` newer prompts would be pushed out of the pool anyway.
+        while self._pending_rows - self._pending[0][0] >= self._prompts.maxlen:
+            self._pending_rows -= self._pending.popleft()[0]
+
+    def _read_pending(self) -> None:
+        while self._pending:
+            self._pending_rows -= self._pending[0][0]
+            self._prompts.extend(tuple(p) for p in prompts_from_batch(self._pending.popleft()[1]))
 
     def latest(self, n: int) -> list[list[int]]:
         """The `n` most recent prompts, repeated cyclically when fewer than `n` have been seen."""
+        self._read_pending()
         if not self._prompts:
             raise RuntimeError(
                 "No training prompt has been seen yet, so there is nothing to sample KL completions for."
@@ -124,10 +177,13 @@ class RecentPrompts:
         return [list(recent[i % len(recent)]) for i in range(n)]
 
     def state_dict(self) -> dict:
+        self._read_pending()
         return {"prompts": [list(p) for p in self._prompts], "capacity": self._prompts.maxlen}
 
     def load_state_dict(self, state: dict) -> None:
         self._prompts = deque((tuple(p) for p in state["prompts"]), maxlen=state["capacity"])
+        self._pending.clear()
+        self._pending_rows = 0
 
 
 def prompts_from_batch(batch: dict[str, torch.Tensor]) -> list[list[int]]:
@@ -158,14 +214,14 @@ def sample_completions(
     step: int,
     gather_deepspeed3_params: bool = True,
     gradient_checkpointing_kwargs: dict | None = None,
-    logits_guard: LogitsProcessor | None = None,
+    logits_guard: NonFiniteLogitsGuard | None = None,
 ) -> KLSamples:
     """
     Sample one completion per prompt from the current policy.
 
     Generation runs under `unwrap_model_for_generation` (which gathers ZeRO-3 weights and turns gradient checkpointing
     off). The completion ends at its first EOS, which it keeps: Eq. 13 sums the KL over every position that produced a
-    token of `y`, the last one included. `logits_guard` (e.g. `NonFiniteLogitsGuard`) sees every step's logits.
+    token of `y`, the last one included. `logits_guard` sees every step's logits and is checked once, after generation.
     """
     device = accelerator.device
     prompt_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
@@ -184,6 +240,8 @@ def sample_completions(
             generation_config=generation_config,
             logits_processor=LogitsProcessorList([logits_guard] if logits_guard is not None else []),
         )
+    if logits_guard is not None:
+        logits_guard.raise_if_diverged()
     completion_ids = sequences[:, prompt_ids.size(1) :]
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
 
@@ -211,6 +269,49 @@ def sample_completions_with_vllm(
         [torch.tensor(c or [pad_token_id], device=device) for c in completions], padding_value=pad_token_id
     )
     return _samples_from_ids(prompt_ids, prompt_mask, completion_ids, pad_token_id, eos_token_ids, step)
+
+
+def draw_kl_samples(
+    model,
+    accelerator,
+    prompts: list[list[int]],
+    step: int,
+    args,
+    generation_config: GenerationConfig,
+    pad_token_id: int,
+    eos_token_ids: Sequence[int],
+    vllm_generation=None,
+    divergence_hints: str = "",
+) -> KLSamples:
+    """
+    One completion per prompt from the current policy: with vLLM when the trainer set it up (`use_vllm`), else with
+    `model.generate` under `NonFiniteLogitsGuard` (whose error carries `divergence_hints`).
+
+    Args:
+        model: the policy as the trainer holds it (possibly wrapped by DDP or DeepSpeed).
+        accelerator: the trainer's `Accelerator`.
+        prompts (`list[list[int]]`): prompt token ids.
+        step (`int`): the optimizer step the samples are drawn at.
+        args ([`SPOConfig`]): `ds3_gather_for_generation`, `gradient_checkpointing_kwargs`.
+        generation_config, pad_token_id, eos_token_ids: see `kl_generation_config` and `eos_token_ids`.
+        vllm_generation (*optional*): TRL's `VLLMGeneration`, from `build_vllm_generation`.
+    """
+    if vllm_generation is not None:
+        return sample_completions_with_vllm(
+            vllm_generation, prompts, pad_token_id, eos_token_ids, step=step, device=accelerator.device
+        )
+    return sample_completions(
+        model,
+        accelerator,
+        prompts,
+        generation_config,
+        pad_token_id=pad_token_id,
+        eos_token_ids=eos_token_ids,
+        step=step,
+        gather_deepspeed3_params=args.ds3_gather_for_generation,
+        gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        logits_guard=NonFiniteLogitsGuard(step + 1, divergence_hints),
+    )
 
 
 def eos_token_ids(tokenizer, model) -> list[int]:
@@ -379,12 +480,12 @@ class OnlineKLSampler(TrainerCallback):
 
     def add_batch(self, batch: dict[str, torch.Tensor]) -> None:
         """Remember the prompts of a training batch (fetched before its optimizer step begins)."""
-        self.prompts.add(prompts_from_batch(batch))
+        self.prompts.add_batch(batch)
 
     def refresh(self, step: int) -> None:
         """Draw new samples from the current policy for the most recent prompts, and their reference hidden states."""
         samples = self.draw(self.prompts.latest(self.batch_size), step)
-        samples.reference_hidden = self.reference_hidden_states(samples.input_ids, samples.attention_mask)
+        samples.with_reference(self.reference_hidden_states)
         self.samples = samples
         self.num_refreshes += 1
         lengths = self.gather(samples.completion_lengths.float())
@@ -412,9 +513,7 @@ class OnlineKLSampler(TrainerCallback):
         if self.samples is None or state.global_step % self.generation_interval == 0:
             self.refresh(state.global_step)
         elif self.samples.reference_hidden is None:  # restored from a checkpoint: the cache is not saved
-            self.samples.reference_hidden = self.reference_hidden_states(
-                self.samples.input_ids, self.samples.attention_mask
-            )
+            self.samples.with_reference(self.reference_hidden_states)
         else:
             return
         self._refresh_seconds += self.clock() - self._step_start

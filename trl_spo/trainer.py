@@ -29,48 +29,32 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
-from trl import DPOTrainer, is_conversational
+from trl import DPOTrainer
 
-from ._trl_compat import (
-    disable_gradient_checkpointing,
-    forward_through_wrapper,
-    get_config_model_id,
-    global_then_local_main_first,
-    reference_adapter,
-)
+from ._trl_compat import forward_through_wrapper, get_config_model_id
 from .config import SPOConfig
 from .data import (
     LABEL_COLUMNS,
     DataCollatorForNaryPreference,
     check_eos_token,
-    check_pairwise_completions,
     detect_preference_format,
-    prepare_nary_dataset,
-    warn_identical_completions,
+    first_row,
+    prepare_preference_dataset,
 )
-from .divergence import NonFiniteLogitsGuard, check_finite_terms, divergence_hints
-from .forward import PolicyForward, backbone_hidden_states, policy_forward
-from .kl import TokenKL, token_kl
-from .losses import (
-    PREFERENCE_LOSSES,
-    global_kl_per_sample,
-    spo_batch_mean,
-    spo_ranking_sample_scores,
-    spo_ranking_sample_weights,
-    spo_sample_scores,
-    spo_sample_weights,
-)
-from .metrics import SPOTerms, kl_metrics, preference_metrics
+from .forward import policy_forward, reference_hidden_states
+from .kl import check_same_vocabulary, completion_positions, global_kl_per_sample, token_kl
+from .losses import PREFERENCE_LOSSES, grid_sample_weights
+from .metrics import DeviceMetrics, SPOTerms
 from .model_card import write_model_card  # upstream: drop
+from .nonfinite import NonFiniteTermsGuard, divergence_hints
 from .responses import response_grid
 from .sampling import (
     KLSamples,
     OnlineKLSampler,
     build_vllm_generation,
+    draw_kl_samples,
     eos_token_ids,
     kl_generation_config,
-    sample_completions,
-    sample_completions_with_vllm,
 )
 
 
@@ -120,6 +104,7 @@ class SPOTrainer(DPOTrainer):
 
     _tag_names = ["trl", "spo"]
     _name = "SPO"
+    _loss_has_alpha = True  # the preference loss has SPO's alpha (implicit rewards, pair weight, normalized loss)
     _paper = {
         "title": "Soft Preference Optimization: Aligning Language Models to Expert Distributions",
         "id": "2405.00747",
@@ -163,6 +148,7 @@ class SPOTrainer(DPOTrainer):
                 "`SPOConfig(...)` using the same keyword arguments."
             )
         if train_dataset is not None:
+            first_row(train_dataset, "train")  # an empty dataset is named as such, not a StopIteration deep inside
             self.preference_format = detect_preference_format(train_dataset)
         super().__init__(
             model=model,
@@ -199,6 +185,14 @@ class SPOTrainer(DPOTrainer):
         if not args.needs_reference:
             # DPOTrainer loaded a reference for its log-ratios; without the KL, SPO never reads it.
             self.ref_model = None
+        elif self.ref_model is not None:
+            check_same_vocabulary(
+                self.accelerator.unwrap_model(self.model), self.accelerator.unwrap_model(self.ref_model)
+            )
+        # Metrics and the non-finite guard stay on the device until a log or a checkpoint reads them.
+        alpha = args.alpha if self._loss_has_alpha else None
+        self._device_metrics = DeviceMetrics(self.accelerator, alpha, on_samples=args.uses_global_kl)
+        self._nonfinite_terms = NonFiniteTermsGuard()
         self.kl_sampler = self._build_kl_sampler(args) if args.uses_global_kl else None
 
     def _build_kl_sampler(self, args: SPOConfig) -> OnlineKLSampler:
@@ -229,37 +223,15 @@ class SPOTrainer(DPOTrainer):
     # Data
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        preference_format = detect_preference_format(dataset)
-        first_example = next(iter(dataset))
-        if args.uses_global_kl:
-            check_eos_token(self._tokenizer, "to end the completions it samples for the global KL")
-        elif not is_conversational(first_example) and "prompt_ids" not in first_example:
-            check_eos_token(
-                self._tokenizer, f"to end every completion of the standard (plain-text) {dataset_name} dataset"
-            )
-        if "prompt_ids" not in first_example:
-            warn_identical_completions(dataset, preference_format, dataset_name)
-        if preference_format != self.preference_format:
-            raise ValueError(
-                f"The {dataset_name} dataset is in the {preference_format} format but the train dataset is "
-                f"{self.preference_format}: one trainer collates one format. Convert it (see `trl_spo.data`)."
-            )
-        if preference_format != "pairwise":
-            with global_then_local_main_first():
-                return prepare_nary_dataset(
-                    dataset,
-                    processing_class,
-                    preference_format,
-                    max_length=args.max_length,
-                    num_proc=args.dataset_num_proc if isinstance(dataset, Dataset) else None,
-                    dataset_name=dataset_name,
-                    truncation_mode=args.truncation_mode,
-                )
-        if "prompt_ids" not in first_example:
-            dataset = dataset.map(
-                check_pairwise_completions, with_indices=True, fn_kwargs={"dataset_name": dataset_name}
-            )
-        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        return prepare_preference_dataset(
+            dataset,
+            processing_class,
+            args,
+            dataset_name,
+            train_format=self.preference_format,
+            tokenizer=self._tokenizer,
+            prepare_pairs=super()._prepare_dataset,
+        )
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -279,45 +251,32 @@ class SPOTrainer(DPOTrainer):
     # What the KL sampler needs: a way to sample from the policy, a way to run the reference
 
     def _draw_kl_samples(self, prompts: list[list[int]], step: int) -> KLSamples:
-        if self.vllm_generation is not None:
-            return sample_completions_with_vllm(
-                self.vllm_generation,
-                prompts,
-                pad_token_id=self._tokenizer.pad_token_id,
-                eos_token_ids=self.eos_token_ids,
-                step=step,
-                device=self.accelerator.device,
-            )
-        return sample_completions(
+        # A refresh reads the device anyway: a non-finite step before it is named here, not as non-finite logits.
+        self._raise_if_diverged()
+        hints = divergence_hints(self.model, self.args.learning_rate)
+        return draw_kl_samples(
             self.model_wrapped,
             self.accelerator,
             prompts,
+            step,
+            self.args,
             self.generation_config,
-            pad_token_id=self._tokenizer.pad_token_id,
-            eos_token_ids=self.eos_token_ids,
-            step=step,
-            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-            logits_guard=NonFiniteLogitsGuard(step + 1, divergence_hints(self.model, self.args.learning_rate)),
+            self._tokenizer.pad_token_id,
+            self.eos_token_ids,
+            self.vllm_generation,
+            hints,
         )
 
     def _reference_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # π_ref's hidden states, without gradient; the KL samples stay fixed between refreshes, so their reference
-        # forward runs once per refresh.
-        with torch.no_grad(), self.compute_loss_context_manager():
-            if self.ref_model is None:  # PEFT: the reference is the policy with its adapter disabled
-                unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
-                with (
-                    reference_adapter(unwrapped),
-                    disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-                ):
-                    return forward_through_wrapper(
-                        self.model_wrapped, unwrapped, backbone_hidden_states, unwrapped, input_ids, attention_mask
-                    )
-            unwrapped_ref = self.accelerator.unwrap_model(self.ref_model)
-            return forward_through_wrapper(
-                self.ref_model, unwrapped_ref, backbone_hidden_states, unwrapped_ref, input_ids, attention_mask
-            )
+        # The KL samples stay fixed between refreshes, so their reference forward runs once per refresh.
+        return reference_hidden_states(
+            self.accelerator,
+            self.model_wrapped,
+            self.ref_model,
+            input_ids,
+            attention_mask,
+            self.args.gradient_checkpointing_kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loss
@@ -330,12 +289,13 @@ class SPOTrainer(DPOTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         # One pass through the wrapper for both terms: DDP registers a single backward, ZeRO-3 keeps the weights the
         # KL's LM-head projection reads gathered.
-        terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
-        if mode == "train":  # a diverged run stops here with the step and the quantity, rather than train on NaN
-            check_finite_terms(
-                self.state.global_step + 1, terms, divergence_hints(self.model, self.args.learning_rate)
-            )
-        self._log_terms(mode, inputs, terms)
+        # Mixed precision: accelerate applies `bf16`/`fp16` autocast by wrapping `model.forward`, which SPO's forward
+        # bypasses (it calls the backbone and the LM head itself), so it opens the same autocast here.
+        with self.accelerator.autocast():
+            terms = forward_through_wrapper(model, unwrapped, self._spo_terms, unwrapped, inputs, kl_shard)
+        if mode == "train":  # recorded on the device, raised at the next log or checkpoint (`_raise_if_diverged`)
+            self._nonfinite_terms.observe(self.state.global_step + 1, terms)
+        self._device_metrics.record(mode, inputs, terms, self.preference_format)
         if return_outputs:
             warnings.warn(
                 "`return_outputs=True` recomputes the logits with an extra forward pass; it is deprecated in "
@@ -350,29 +310,55 @@ class SPOTrainer(DPOTrainer):
 
     def _spo_terms(self, model, inputs, kl_shard: KLSamples | None) -> SPOTerms:
         """Eq. 5 for a micro-batch: the preference loss of its rows plus `beta` times its share of the KL term."""
-        forward = self._policy_forward(model, inputs, kl_shard)
+        dataset_kl = self.args.uses_dataset_kl and self.model.training
+        forward = policy_forward(
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["completion_mask"],
+            None if kl_shard is None else kl_shard.input_ids,
+            None if kl_shard is None else kl_shard.attention_mask,
+            router_aux_loss=self.aux_loss_enabled,
+            keep_hidden=dataset_kl,
+        )
         outputs = forward.token_outputs
         grid, mask, winner_index = response_grid(outputs.log_probs.sum(dim=1), inputs, self.preference_format)
-        weights = self._sample_weights(grid, mask)
+        weights = None  # μ of Eq. 12, centred on the mean over every process's micro-batch; 1 at gamma = 0
+        if self.args.gamma > 0:
+            weights = grid_sample_weights(
+                grid,
+                mask,
+                self.preference_format,
+                self.args.gamma,
+                self.args.rank_weight_decay,
+                self._sum_across_processes,
+            )
         row_losses = self._row_losses(model, inputs, grid, mask, winner_index, weights)
         preference_loss = row_losses.mean()
 
         kl_term = preference_loss.new_zeros(())
         per_sample_kl = kl_tokens = None
         if kl_shard is not None:
-            kl_tokens = self._token_kl(
-                model, forward.extra_hidden, kl_shard.reference_hidden, kl_shard.completion_mask
+            kl_tokens, per_sample = self._sequence_kl(
+                model,
+                forward.extra_hidden,
+                kl_shard.reference_hidden,
+                kl_shard.completion_mask,
+                kl_shard.completion_positions,
             )
-            per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
             # Eq. 13 averages over the whole buffer; the trainer divides each micro-batch's loss by the number of
             # micro-batches, which the factor undoes for the shard sum.
             kl_term = per_sample.sum() * (self.current_gradient_accumulation_steps / len(self.kl_sampler.samples))
             per_sample_kl = per_sample.detach()
-        elif self.args.uses_dataset_kl and self.model.training:
-            # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions.
+        elif dataset_kl:
+            # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions, whose
+            # positions change with every batch (sizing them reads the device: this ablation pays a host sync).
+            positions = completion_positions(inputs["completion_mask"])
             reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
-            kl_tokens = self._token_kl(model, forward.hidden, reference_hidden, inputs["completion_mask"])
-            per_sample = global_kl_per_sample(kl_tokens.kl, kl_tokens.mask)
+            reference_hidden = reference_hidden.flatten(0, 1).index_select(0, positions)
+            kl_tokens, per_sample = self._sequence_kl(
+                model, forward.hidden, reference_hidden, inputs["completion_mask"], positions
+            )
             kl_term = per_sample.mean()
             per_sample_kl = per_sample.detach()
 
@@ -392,78 +378,39 @@ class SPOTrainer(DPOTrainer):
             outputs=outputs,
         )
 
-    def _policy_forward(self, model, inputs, kl_shard: KLSamples | None) -> PolicyForward:
-        """The policy on the preference sequences and, in the same pass, the KL samples (see `trl_spo.forward`)."""
-        dataset_kl = self.args.uses_dataset_kl and self.model.training
-        if not self.aux_loss_enabled:
-            return policy_forward(
-                model,
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                inputs["completion_mask"],
-                None if kl_shard is None else kl_shard.input_ids,
-                None if kl_shard is None else kl_shard.attention_mask,
-            )
-        # MoE: TRL's fused forward also returns the router's auxiliary loss, so the KL rows get a pass of their own.
-        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
-        outputs = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            labels=labels,
-            fused_lm_head=True,
-            use_cache=False,
-            output_router_logits=True,
-        )
-        hidden = extra_hidden = None
-        if dataset_kl:
-            hidden = backbone_hidden_states(model, inputs["input_ids"], inputs["attention_mask"])
-        if kl_shard is not None:
-            extra_hidden = backbone_hidden_states(model, kl_shard.input_ids, kl_shard.attention_mask)
-        return PolicyForward(token_outputs=outputs, hidden=hidden, extra_hidden=extra_hidden)
-
-    def _sample_weights(self, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """μ of Eq. 12 per row (per rank term on ranked data), centred on the mean over every process's micro-batch."""
-        if self.args.gamma == 0:
-            return None
-        if self.preference_format != "ranking":
-            scores = spo_sample_scores(grid, self.args.gamma, response_mask=mask)
-            batch_mean = spo_batch_mean(scores, sum_across_processes=self._sum_across_processes)
-            return spo_sample_weights(grid, self.args.gamma, batch_mean=batch_mean, response_mask=mask)
-        scores = spo_ranking_sample_scores(grid, self.args.gamma, response_mask=mask)
-        valid = mask[:, 1:]  # rank term k exists iff response k + 1 does (valid responses form a prefix)
-        batch_mean = spo_batch_mean(scores, valid, sum_across_processes=self._sum_across_processes)
-        return spo_ranking_sample_weights(
-            grid, self.args.gamma, decay=self.args.rank_weight_decay, response_mask=mask, batch_mean=batch_mean
-        )
-
     def _sum_across_processes(self, totals: torch.Tensor) -> torch.Tensor:
-        # Processes may hold rows of different n, hence different numbers of rank terms: pad before summing.
-        return self.accelerator.gather(self.accelerator.pad_across_processes(totals, dim=1)[None]).sum(0)
+        if self.accelerator.num_processes == 1:
+            return totals
+        if self.preference_format == "ranking":
+            # Processes may hold rows of different n, hence different numbers of rank terms: pad before summing
+            # (accelerate reads every process's width: a host sync, on ranked data only).
+            totals = self.accelerator.pad_across_processes(totals, dim=1)
+        return self.accelerator.gather(totals[None]).sum(0)
 
     def _row_losses(self, model, inputs, grid, mask, winner_index, weights) -> torch.Tensor:
         """SPO's preference loss per row: Eq. 10 (pairs), 14 (best-of-n) or 15 (rankings), one signature for all."""
         return PREFERENCE_LOSSES[self.preference_format](grid, winner_index, self.args.alpha, weights, mask)
 
-    def _token_kl(self, model, policy_hidden, reference_hidden, completion_mask) -> TokenKL:
-        """Per-token KL(π_θ ‖ π_ref) on the completion tokens of the sequences these hidden states are of (Eq. 13)."""
+    def _sequence_kl(self, model, policy_hidden, reference_hidden, completion_mask, positions):
+        """Per-token KL(π_θ ‖ π_ref) on the completions of these sequences, and its sum per sequence (Eq. 13)."""
         reference_model = model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
-        return token_kl(policy_hidden, model, reference_hidden, reference_model, completion_mask)
+        tokens = token_kl(policy_hidden, model, reference_hidden, reference_model, completion_mask, positions)
+        return tokens, global_kl_per_sample(tokens.kl, tokens.mask)
 
-    def _log_terms(self, mode: str, inputs, terms: SPOTerms) -> None:
-        # Evaluation drops the rows the distributed sampler repeated to even out the last batch.
-        gather = self.accelerator.gather_for_metrics if mode == "eval" else self.accelerator.gather
-        values = preference_metrics(
-            terms, inputs, self.preference_format, self.args.alpha, gather, self.accelerator.pad_across_processes
-        )
-        values.update(kl_metrics(terms, self.accelerator.gather, on_samples=self.kl_sampler is not None))
-        if self.aux_loss_enabled:
-            values["aux_loss"] = self.accelerator.gather(terms.outputs.aux_loss.detach()).mean().item()
-        for name, value in values.items():
-            self._metrics[mode][name].append(value)
-        if mode == "train":
-            tokens = self.accelerator.gather(inputs["attention_mask"].sum()).sum().item()
-            self._total_train_tokens += tokens // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Where the device is read: the non-finite guard, the tokens and the metrics of the window (one gather each),
+        # handed to DPOTrainer, which averages them with the metrics the host already has.
+        mode = "train" if self.model.training else "eval"
+        self._raise_if_diverged()
+        self._total_train_tokens += self._device_metrics.read_tokens() // self._tp_size
+        if self._device_metrics.windows[mode].entries:
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        for name, value in self._device_metrics.read(mode).items():
+            self._metrics[mode][name] = [value]
+        super().log(logs, start_time)
+
+    def _raise_if_diverged(self) -> None:
+        self._nonfinite_terms.raise_if_diverged(divergence_hints(self.model, self.args.learning_rate))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Model card and checkpoints
@@ -491,6 +438,7 @@ class SPOTrainer(DPOTrainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
+        self._raise_if_diverged()  # a checkpoint of non-finite weights is never written
         super()._save_checkpoint(model, trial)
         if self.kl_sampler is not None:
             checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")

@@ -43,6 +43,9 @@ from pathlib import Path
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The pull request's tests: a template read as text (package data), since it imports `trl.experimental.spo`, which
+# exists only in the generated tree.
+TESTS_TEMPLATE = PACKAGE_DIR / "templates" / "test_spo_trainer.py.tmpl"
 TARGET = "trl/experimental/spo"
 PAPER_ID = "2405.00747"
 
@@ -58,10 +61,11 @@ MODULES = {
     "sampling.py": "sampling.py",
     "responses.py": "responses.py",
     "metrics.py": "metrics.py",
-    "divergence.py": "divergence.py",
+    "nonfinite.py": "nonfinite.py",
     "data/__init__.py": "data/__init__.py",
     "data/formats.py": "data/formats.py",
     "data/tokenization.py": "data/tokenization.py",
+    "data/preparation.py": "data/preparation.py",
     "data/collator.py": "data/collator.py",
     "data/conversions.py": "data/conversions.py",
 }
@@ -304,8 +308,8 @@ def generate(trl_source: Path, output: Path, diff_path: Path | None = None, form
     files: dict[str, str] = {f"{TARGET}/__init__.py": INIT}
     for source, target in MODULES.items():
         files[f"{TARGET}/{target}"] = transform_module((PACKAGE_DIR / source).read_text(), source)
-    tests = (PACKAGE_DIR / "upstream_tests.py").read_text().replace(OUR_HEADER, TRL_HEADER, 1)
-    files["tests/experimental/test_spo_trainer.py"] = _drop_marked(tests, "upstream_tests.py")
+    tests = TESTS_TEMPLATE.read_text().replace(OUR_HEADER, TRL_HEADER, 1)
+    files["tests/experimental/test_spo_trainer.py"] = _drop_marked(tests, TESTS_TEMPLATE.name)
     files["docs/source/spo.md"] = DOC_PAGE
     for relative, edit in (
         ("docs/source/paper_index.md", _add_paper_index_section),

@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
+import trl_spo.metrics  # noqa: E402
 import trl_spo.trainer  # noqa: E402
 from trl_spo import SPOTrainer  # noqa: E402
 
@@ -74,13 +75,14 @@ def main(output_dir: str, overrides: dict, save_parameters: bool) -> None:
 
     trl_spo.trainer.global_kl_per_sample = counting_kl
     pair_logps = []  # per step: the (chosen, rejected) log-probs of every row of the global batch, as logged
-    preference_metrics = trl_spo.trainer.preference_metrics
+    preference_statistics = trl_spo.metrics.preference_statistics
 
-    def recording_preference_metrics(terms, batch, preference_format, alpha, gather, pad_across_processes):
-        pair_logps.append(gather(terms.response_logps).tolist())  # every rank gathers: a collective call
-        return preference_metrics(terms, batch, preference_format, alpha, gather, pad_across_processes)
+    def recording_preference_statistics(terms, batch, *args, **kwargs):
+        # Every rank gathers (a collective call, here on every step: the test's own, not the trainer's).
+        pair_logps.append(trainer.accelerator.gather(terms.response_logps).tolist())
+        return preference_statistics(terms, batch, *args, **kwargs)
 
-    trl_spo.trainer.preference_metrics = recording_preference_metrics
+    trl_spo.metrics.preference_statistics = recording_preference_statistics
     trainer.train()
     final = named_parameters(trainer)
     parameters = torch.cat([param.flatten() for param in final.values()])

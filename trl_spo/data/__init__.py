@@ -53,6 +53,8 @@ Modules, one concern each:
   conventions of `DPOTrainer._prepare_dataset`, so n = 2 gives DPO's token ids);
 - `collator`: `DataCollatorForNaryPreference` flattens every (row, response) pair of a batch into one padded batch for
   a single forward (`trl_spo.responses` arranges the resulting log-probs back into a `(B, n)` grid);
+- `preparation`: `prepare_preference_dataset`, what `SPOTrainer._prepare_dataset` does: the checks at the door, then
+  DPO's tokenisation for pairs or `prepare_nary_dataset`;
 - `conversions`: `ranking_to_best_of_n`, `ranking_to_pairwise` and `best_of_n_to_pairwise` turn richer labels into
   poorer ones, so the losses can be compared on the same data.
 """
@@ -64,11 +66,19 @@ from .formats import (
     LABEL_COLUMNS,
     PREFERENCE_FORMATS,
     detect_preference_format,
+    first_row,
     identical_completion_rows,
     validate_nary_example,
     warn_identical_completions,
 )
-from .tokenization import check_eos_token, check_pairwise_completions, prepare_nary_dataset, tokenize_nary_example
+from .preparation import prepare_preference_dataset
+from .tokenization import (
+    all_rows_dropped_message,
+    check_eos_token,
+    check_pairwise_completions,
+    prepare_nary_dataset,
+    tokenize_nary_example,
+)
 
 
 __all__ = [
@@ -76,12 +86,15 @@ __all__ = [
     "LABEL_COLUMNS",
     "PREFERENCE_FORMATS",
     "DataCollatorForNaryPreference",
+    "all_rows_dropped_message",
     "best_of_n_to_pairwise",
     "check_eos_token",
     "check_pairwise_completions",
     "detect_preference_format",
+    "first_row",
     "identical_completion_rows",
     "prepare_nary_dataset",
+    "prepare_preference_dataset",
     "ranking_to_best_of_n",
     "ranking_to_pairwise",
     "tokenize_nary_example",

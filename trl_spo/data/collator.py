@@ -21,7 +21,7 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 
 from .._trl_compat import pad
-from .formats import LABEL_COLUMNS
+from .formats import LABEL_CHECKS, LABEL_COLUMNS
 
 
 @dataclass
@@ -38,7 +38,13 @@ class DataCollatorForNaryPreference(DataCollatorMixin):
       [`~trl.trainer.dpo_trainer.DataCollatorForPreference`];
     - `"row_index"`, `"response_index"`: `(N,)`, the row of each sequence and its index in that row's `completions`;
     - `"num_responses"`: `(B,)`, n_i;
+    - `"response_mask"`: `(B, n_max)` bool, True on the first n_i slots of row i: its shape gives the width of the
+      `(B, n)` grid of the losses without reading the device;
     - `"best_index"`: `(B,)`, or `"ranking"`: `(B, n_max)` padded with -1.
+
+    The labels are checked here too, where every batch enters the trainer, also when the dataset was tokenised
+    elsewhere: each row needs at least 2 completions, a `best_index` in [0, n_i) (a winner among the padded slots would
+    be no response at all) or a `ranking` that is a permutation of `range(n_i)`. The losses then trust their inputs.
 
     Args:
         pad_token_id (`int`):
@@ -80,6 +86,8 @@ class DataCollatorForNaryPreference(DataCollatorMixin):
      'row_index': tensor([0, 0, 0, 1, 1]),
      'response_index': tensor([0, 1, 2, 0, 1]),
      'num_responses': tensor([3, 2]),
+     'response_mask': tensor([[ True,  True,  True],
+                              [ True,  True, False]]),
      'ranking': tensor([[ 1,  0,  2],
                         [ 1,  0, -1]])}
     ```
@@ -99,7 +107,18 @@ class DataCollatorForNaryPreference(DataCollatorMixin):
                 f"whole batch; the first example has {sorted(examples[0])}."
             )
         (label,) = labels
+        preference_format = "best_of_n" if label == "best_index" else "ranking"
+        for position, example in enumerate(examples):
+            n = len(example["completions_ids"])
+            problem = (
+                f"has {n} completion(s); expected at least 2: a preference needs something to compare."
+                if n < 2
+                else LABEL_CHECKS[preference_format](example[label], n)
+            )
+            if problem is not None:
+                raise ValueError(f"Example {position} of the batch ({preference_format} format) {problem}")
 
+        num_responses = [len(example["completions_ids"]) for example in examples]
         input_ids, completion_mask, row_index, response_index = [], [], [], []
         for row, example in enumerate(examples):
             prompt_ids = list(example["prompt_ids"])
@@ -131,7 +150,8 @@ class DataCollatorForNaryPreference(DataCollatorMixin):
             "completion_mask": padded(completion_mask, 0),
             "row_index": torch.tensor(row_index, dtype=torch.long),
             "response_index": torch.tensor(response_index, dtype=torch.long),
-            "num_responses": torch.tensor([len(example["completions_ids"]) for example in examples], dtype=torch.long),
+            "num_responses": torch.tensor(num_responses, dtype=torch.long),
+            "response_mask": torch.tensor([[j < n for j in range(max(num_responses))] for n in num_responses]),
         }
         if label == "best_index":
             output["best_index"] = torch.tensor([int(example["best_index"]) for example in examples], dtype=torch.long)

@@ -44,9 +44,19 @@ FORMAT_COLUMNS = {
 LABEL_COLUMNS = {"best_of_n": "best_index", "ranking": "ranking"}
 
 
+def first_row(dataset: Dataset | IterableDataset, dataset_name: str = "train") -> dict:
+    """The first row of a dataset, or a `ValueError` saying that the dataset is empty (not a `StopIteration`)."""
+    for row in dataset:
+        return row
+    raise ValueError(
+        f"The {dataset_name} dataset is empty (0 rows): there is no preference to train or evaluate on. Check how it "
+        "was loaded or filtered (e.g. the `split` of `load_dataset`, or a `filter` that kept nothing)."
+    )
+
+
 def column_names(dataset: Dataset | IterableDataset) -> list[str]:
     """A dataset's columns; an `IterableDataset` built from a generator may not know them until it is read."""
-    return list(dataset.column_names or next(iter(dataset)).keys())
+    return list(dataset.column_names or first_row(dataset).keys())
 
 
 def _expected_column_sets() -> str:
@@ -184,7 +194,9 @@ def _check_ranking(ranking: Any, n: int) -> str | None:
     return None
 
 
-_LABEL_CHECKS: dict[str, Callable[[Any, int], str | None]] = {
+# What is wrong with a row's label, given its number of completions (`None` if nothing): shared by the row validation
+# of dataset preparation and by the n-ary collator.
+LABEL_CHECKS: dict[str, Callable[[Any, int], str | None]] = {
     "best_of_n": _check_best_index,
     "ranking": _check_ranking,
 }
@@ -219,7 +231,7 @@ def _row_problem(example: Mapping, preference_format: str) -> str | None:
         if _is_empty(completion):
             return f"has an empty completion {j} ({completion!r}); expected non-empty content in every completion."
 
-    return _LABEL_CHECKS[preference_format](example.get(LABEL_COLUMNS[preference_format]), n)
+    return LABEL_CHECKS[preference_format](example.get(LABEL_COLUMNS[preference_format]), n)
 
 
 def validate_nary_example(

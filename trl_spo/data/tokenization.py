@@ -25,7 +25,14 @@ from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from transformers.utils import logging
 
-from .formats import _check_nary_format, _is_empty, column_names, detect_preference_format, validate_nary_example
+from .formats import (
+    _check_nary_format,
+    _form,
+    _is_empty,
+    column_names,
+    detect_preference_format,
+    validate_nary_example,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -44,14 +51,36 @@ def check_eos_token(tokenizer: PreTrainedTokenizerBase, needed_for: str) -> None
 
 
 def check_pairwise_completions(example: Mapping, index: int, dataset_name: str) -> Mapping:
-    """Raise a ValueError naming the row if its `chosen` or `rejected` completion is empty (a `Dataset.map` function)."""
-    for column in ("chosen", "rejected"):
-        if _is_empty(example[column]):
+    """
+    Raise a ValueError naming the row and the column if its `prompt` (when there is one), `chosen` or `rejected` is
+    missing (None), neither text nor messages, or an empty completion (a `Dataset.map` function).
+    """
+    for column in ("prompt", "chosen", "rejected"):
+        if column not in example:
+            continue  # an implicit prompt
+        value = example[column]
+        if _form(value) is None:
+            found = "found None" if value is None else f"found {type(value).__name__} {value!r}"
+            raise ValueError(
+                f"Row {index} of the {dataset_name} dataset has no usable '{column}' ({found}): expected a string "
+                "(standard) or a list of {'role', 'content'} messages (conversational). Drop or fix that row."
+            )
+        if column != "prompt" and _is_empty(value):
             raise ValueError(
                 f"Row {index} of the {dataset_name} dataset has an empty '{column}' completion "
-                f"({example[column]!r}). Each pair needs two non-empty completions: drop or fix that row."
+                f"({value!r}). Each pair needs two non-empty completions: drop or fix that row."
             )
     return example
+
+
+def all_rows_dropped_message(num_rows: int, dataset_name: str, max_length: int | None) -> str:
+    """What to say when preparation left none of a dataset's rows (each prompt fills `max_length` on its own)."""
+    return (
+        f"All {num_rows} rows of the {dataset_name} dataset were dropped: in every row the prompt alone (tokenised, "
+        f"with the chat template if any) is at least max_length={max_length} tokens long, so with "
+        "truncation_mode='keep_start' no completion token would be left to learn from. Raise `max_length`, shorten "
+        "the prompts, or set truncation_mode='keep_end' (which keeps the end of each sequence and drops no row)."
+    )
 
 
 def _common_prefix_length(ids: list[int], other_ids: list[int]) -> int:

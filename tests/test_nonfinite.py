@@ -12,7 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""A diverged run stops with one clear error (step, quantity, causes); evaluation logs NaN like DPOTrainer."""
+"""
+A diverged run stops with one clear error (the first non-finite step, the quantity, the causes) no later than the next
+log, never writes a checkpoint of non-finite weights, and costs no host sync on ordinary steps; evaluation logs NaN like
+DPOTrainer.
+"""
 
 import math
 
@@ -21,7 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from trl_spo import SPOTrainer
-from trl_spo.divergence import NonFiniteLogitsGuard, TrainingDivergedError
+from trl_spo.nonfinite import NonFiniteLogitsGuard, TrainingDivergedError
 
 from .helpers import make_args
 
@@ -57,11 +61,15 @@ def test_half_precision_weights_at_a_high_learning_rate_stop_with_a_clear_error(
     assert "learning_rate=0.1" in message and "weights held in float16" in message
 
 
-def test_non_finite_loss_names_the_step_and_the_quantity(tmp_path, tiny_model_path, standard_preference_dataset):
-    # No refresh after step 0, so the poisoned weights first show in the loss of step 2.
+@pytest.mark.parametrize("logging_steps", [1, 3])
+def test_non_finite_loss_names_the_first_step_and_the_quantity_at_the_next_log(
+    tmp_path, tiny_model_path, standard_preference_dataset, logging_steps
+):
+    # No refresh after step 0, so the poisoned weights first show in the loss of step 2. The guard records it on the
+    # device and the next log reads it: at step 2 itself, or at step 3 when the logs come every 3 steps.
     trainer = SPOTrainer(
         model=tiny_model_path,
-        args=make_args(tmp_path, max_steps=4, generation_interval=100, gamma=0.5),
+        args=make_args(tmp_path, max_steps=4, generation_interval=100, gamma=0.5, logging_steps=logging_steps),
         train_dataset=standard_preference_dataset,
         callbacks=[PoisonWeightsAfterStep(1)],
     )
@@ -71,7 +79,23 @@ def test_non_finite_loss_names_the_step_and_the_quantity(tmp_path, tiny_model_pa
         r"log-probs of the batch are non-finite\)\. Likely causes: a learning rate too high .*learning_rate=0\.01",
     ):
         trainer.train()
-    assert trainer.state.global_step == 1
+    assert trainer.state.global_step == max(2, logging_steps)
+
+
+def test_no_checkpoint_of_non_finite_weights_is_written(tmp_path, tiny_model_path, standard_preference_dataset):
+    # A checkpoint at step 2 and no log before the end: the guard is read before the checkpoint is written.
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(
+            tmp_path, max_steps=4, generation_interval=100, logging_steps=100, save_strategy="steps", save_steps=2
+        ),
+        train_dataset=standard_preference_dataset,
+        callbacks=[PoisonWeightsAfterStep(1)],
+    )
+    with pytest.raises(TrainingDivergedError, match="diverged at step 2: the preference loss is nan"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert not list(tmp_path.glob("checkpoint-*")), "a checkpoint of the diverged run was written"
 
 
 def test_non_finite_weights_stop_the_kl_sampler_with_a_clear_error(
@@ -106,17 +130,21 @@ def test_evaluation_of_a_diverged_model_logs_nan_like_dpo(tmp_path, tiny_model_p
     assert math.isnan(metrics["eval_mu/mean"]) and math.isnan(metrics["eval_mu/min"])
 
 
-def test_logits_guard_allows_masked_tokens_and_rejects_unusable_rows():
-    guard = NonFiniteLogitsGuard(step=7, hints="Likely causes: test.")
+def test_logits_guard_allows_masked_tokens_and_records_unusable_rows():
     input_ids = torch.zeros(2, 3, dtype=torch.long)
     masked = torch.tensor([[0.5, float("-inf"), 1.0], [float("-inf"), 2.0, 0.0]])  # top-k style -inf is fine
-    assert guard(input_ids, masked) is masked
-    for bad in (float("nan"), float("inf")):
-        scores = masked.clone()
-        scores[1, 2] = bad
+    guard = NonFiniteLogitsGuard(step=7, hints="Likely causes: test.")
+    assert torch.equal(guard(input_ids, masked), masked)
+    guard.raise_if_diverged()  # nothing recorded
+    with_nan, with_inf, no_token_left = masked.clone(), masked.clone(), masked.clone()
+    with_nan[1, 2], with_inf[1, 2], no_token_left[0] = float("nan"), float("inf"), float("-inf")
+    for bad_row, scores in [(1, with_nan), (1, with_inf), (0, no_token_left)]:
+        guard = NonFiniteLogitsGuard(step=7, hints="Likely causes: test.")
+        kept = guard(input_ids, scores)
+        # Generation goes on without a host sync per token: the unusable row becomes a distribution that
+        # `torch.multinomial` accepts (uniform), the other row is untouched, and the record is read afterwards.
+        assert torch.equal(kept[bad_row], torch.zeros(3)) and torch.equal(kept[1 - bad_row], scores[1 - bad_row])
+        torch.multinomial(torch.softmax(kept, -1), 1)
+        guard(input_ids, masked)  # a later, finite step does not clear the record
         with pytest.raises(TrainingDivergedError, match="before step 7: .*Likely causes: test."):
-            guard(input_ids, scores)
-    no_token_left = masked.clone()
-    no_token_left[0] = float("-inf")
-    with pytest.raises(TrainingDivergedError):
-        guard(input_ids, no_token_left)
+            guard.raise_if_diverged()
