@@ -18,10 +18,12 @@ No host sync from trl_spo on an ordinary training step.
 Every `.item()`, `bool(tensor)`, `.tolist()` or `.cpu()` of a device tensor makes the host wait for the GPU, so it
 cannot queue the next kernels. None of that can be timed on a CPU, but every such call can be counted: a
 `TorchFunctionMode` sees each tensor method and torch function the step calls, and the call stack says which file asked.
-Metrics and the non-finite guard accumulate on the device and are read when the trainer logs or saves; an ordinary step
-(no refresh of the KL samples, no log, no checkpoint) reads nothing back, but for one deliberate read per micro-batch:
-the number of completion tokens, which sizes the LM head's projection (`_trl_compat.lm_head_token_outputs` says why it
-is cheaper than projecting every position; TRL's own fused head makes the same read on a GPU).
+Metrics and the non-finite guard accumulate on the device
+and are read when the trainer logs or saves; an ordinary step (no refresh of the KL samples, no log, no checkpoint)
+reads one thing back, once per optimizer step whatever the gradient accumulation: the numbers of completion tokens of
+its micro-batches, all at once when they are fetched, which size the LM head's projection
+(`trl_spo.forward.count_completion_tokens`; `_trl_compat.lm_head_token_outputs` says why projecting every position
+instead costs more). TRL's own fused head reads that number once per micro-batch on a GPU.
 """
 
 import collections
@@ -148,7 +150,7 @@ class HostSyncCounter(TorchFunctionMode):
 
 
 # The one read of the device an ordinary step makes on purpose, as (function, call): see the module docstring.
-DELIBERATE = {("lm_head_token_outputs", "nonzero")}
+DELIBERATE = {("count_completion_tokens", "tolist")}
 
 
 class CountSyncsOfOneStep(TrainerCallback):
@@ -165,9 +167,17 @@ class CountSyncsOfOneStep(TrainerCallback):
             self.counter.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize("preference_format", ["pairwise", "best_of_n", "ranking"])
+@pytest.mark.parametrize(
+    ("preference_format", "gradient_accumulation_steps"),
+    [("pairwise", 1), ("pairwise", 2), ("best_of_n", 1), ("ranking", 2)],
+)
 def test_an_ordinary_training_step_makes_no_host_sync_in_trl_spo(
-    tmp_path, tiny_model_path, standard_preference_dataset, ranked_dataset, preference_format
+    tmp_path,
+    tiny_model_path,
+    standard_preference_dataset,
+    ranked_dataset,
+    preference_format,
+    gradient_accumulation_steps,
 ):
     # KL on (the samples drawn at step 0 are reused: no refresh), gamma > 0 so mu and its batch mean are computed,
     # and no log or checkpoint until the end: step 2 is an ordinary step.
@@ -179,7 +189,15 @@ def test_an_ordinary_training_step_makes_no_host_sync_in_trl_spo(
     counting = CountSyncsOfOneStep(step=1)
     trainer = SPOTrainer(
         model=tiny_model_path,
-        args=make_args(tmp_path, max_steps=3, logging_steps=100, generation_interval=100, gamma=0.5, beta=0.1),
+        args=make_args(
+            tmp_path,
+            max_steps=3,
+            logging_steps=100,
+            generation_interval=100,
+            gamma=0.5,
+            beta=0.1,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+        ),
         train_dataset=dataset,
         callbacks=[counting],
     )
@@ -192,5 +210,5 @@ def test_an_ordinary_training_step_makes_no_host_sync_in_trl_spo(
         print("\n".join(f"  {library}: {line}" for line in counter.lines(library)))  # noqa: T201
     unexpected = counter.lines("trl_spo", exclude=DELIBERATE)
     assert unexpected == [], "host syncs from trl_spo on an ordinary training step:\n" + "\n".join(unexpected)
-    # The deliberate one, once per micro-batch (one here): a second would be a regression too.
-    assert counter.count("trl_spo", "lm_head_token_outputs", "nonzero") == 1, counter.lines("trl_spo")
+    # The deliberate one, once per optimizer step for all its micro-batches: a second would be a regression too.
+    assert counter.count("trl_spo", "count_completion_tokens", "tolist") == 1, counter.lines("trl_spo")

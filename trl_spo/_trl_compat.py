@@ -145,7 +145,9 @@ def logit_transform(config) -> tuple[float, float | None]:
     return (1.0 if scale is None else scale), softcap
 
 
-def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...] = ("log_probs",)) -> SimpleNamespace:
+def lm_head_token_outputs(
+    model, hidden_states, labels, outputs: tuple[str, ...] = ("log_probs",), num_positions: int | None = None
+) -> SimpleNamespace:
     """
     TRL's fused LM head (`add_fused_lm_head`) applied to hidden states the caller already has.
 
@@ -155,10 +157,12 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
     are projected on every device (TRL projects every position on devices without Triton, to keep tile shapes stable
     for compilers such as Neuron's; on CPU and GPU that is only wasted work).
 
-    Sizing those positions is the one host sync of an ordinary SPO training step, as it is of TRL's fused head on a
-    GPU (`hidden_states[mask]` there): the number of completion tokens of a batch is data, known only on the device.
-    Projecting every position instead would avoid it but costs more than the wait at the shapes SPO trains: the LM head
-    is 7% of a 7B model's FLOPs per token (27% of Qwen2-0.5B's), and prompts and padding are often half the positions.
+    Sizing those positions needs their number, which is data: read from the device, it is a host sync (TRL's own fused
+    head makes that read on a GPU, `hidden_states[mask]`). `SPOTrainer` reads the numbers of all the micro-batches of
+    an optimizer step at once, when it fetches them (`get_batch_samples`), and passes each as `num_positions`, so the
+    projection itself reads nothing back. Projecting every position instead would avoid the read but costs more than
+    it at the shapes SPO trains: the LM head is 7% of a 7B model's FLOPs per token (27% of Qwen2-0.5B's), and prompts
+    and padding are often half the positions.
 
     Args:
         model: the unwrapped causal LM (or PEFT model) whose LM head scores the positions.
@@ -166,6 +170,8 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
         labels (`torch.Tensor`, shape `(B, T)`): next-token ids, -100 where nothing is scored.
         outputs (`tuple[str, ...]`): fields besides `log_probs`, among `entropy`, `mean_logits`, `is_top1`,
             `log_sum_sq_probs`.
+        num_positions (`int`, *optional*): how many labels are not -100, when the caller knows it on the host;
+            `None` reads it from the device.
 
     Returns:
         A namespace with one `(B, T)` tensor per requested field (0 where the label is -100), the others `None`.
@@ -179,7 +185,11 @@ def lm_head_token_outputs(model, hidden_states, labels, outputs: tuple[str, ...]
     hidden_states = hidden_states.to(weight.device)
     labels = labels.to(weight.device)
     mask = labels != -100
-    positions = mask.flatten().nonzero().squeeze(1)  # the deliberate sync (see above)
+    if num_positions is None:
+        positions = mask.flatten().nonzero().squeeze(1)  # reads the count from the device (see above)
+    else:
+        # The scored positions in order, without reading the device: a stable sort puts them first.
+        positions = mask.flatten().to(torch.uint8).argsort(descending=True, stable=True)[:num_positions]
     with maybe_gather_lm_head_ctx(weight, bias):
         per_token = ChunkedLogProbFunction.apply(
             hidden_states.flatten(0, 1).index_select(0, positions),

@@ -38,6 +38,11 @@ from ._trl_compat import (
 )
 
 
+# The batch key under which `SPOTrainer` passes each micro-batch's number of completion tokens, read on the host when
+# the batches of an optimizer step are fetched.
+NUM_COMPLETION_TOKENS = "num_completion_tokens"
+
+
 @dataclass
 class TokenOutputs:
     """
@@ -121,6 +126,18 @@ def reference_hidden_states(
         )
 
 
+def count_completion_tokens(batches: list[dict[str, torch.Tensor]]) -> None:
+    """
+    Store in each collated batch its number of completion tokens (under `NUM_COMPLETION_TOKENS`), for
+    `policy_forward`: one read from the device for all the batches, instead of one per batch inside the forward.
+    """
+    if not batches:
+        return
+    counts = torch.stack([batch["completion_mask"][:, 1:].sum() for batch in batches]).tolist()
+    for batch, count in zip(batches, counts, strict=True):
+        batch[NUM_COMPLETION_TOKENS] = count
+
+
 def policy_forward(
     model,
     input_ids: torch.Tensor,
@@ -130,6 +147,7 @@ def policy_forward(
     extra_attention_mask: torch.Tensor | None = None,
     router_aux_loss: bool = False,
     keep_hidden: bool = False,
+    num_completion_tokens: int | None = None,
 ) -> PolicyForward:
     """
     One backbone pass over the preference sequences `(N, L)` and, if given, extra rows `(K, L_extra)`, then TRL's
@@ -144,6 +162,8 @@ def policy_forward(
         router_aux_loss (`bool`): a mixture-of-experts model whose router loss is trained: TRL's fused forward returns
             it, so the preference sequences go through that forward and the extra rows get a pass of their own.
         keep_hidden (`bool`): on that path, also return the preference sequences' hidden states (a second pass).
+        num_completion_tokens (`int`, *optional*): `completion_mask[:, 1:].sum()`, when known on the host: the LM head
+            then reads nothing back from the device (see `lm_head_token_outputs`).
     """
     labels = input_ids.masked_fill(completion_mask == 0, -100)
     if router_aux_loss:
@@ -181,6 +201,6 @@ def policy_forward(
         )
         hidden = stacked[:num_rows, : length - 1]
         extra_hidden = stacked[num_rows:, : extra_input_ids.size(1) - 1]
-    per_token = lm_head_token_outputs(model, hidden, labels[:, 1:], FUSED_LM_HEAD_OUTPUTS)
+    per_token = lm_head_token_outputs(model, hidden, labels[:, 1:], FUSED_LM_HEAD_OUTPUTS, num_completion_tokens)
     token_outputs = TokenOutputs(**{name: getattr(per_token, name) for name in FUSED_LM_HEAD_OUTPUTS})
     return PolicyForward(token_outputs=token_outputs, hidden=hidden, extra_hidden=extra_hidden)

@@ -41,7 +41,7 @@ from .data import (
     first_row,
     prepare_preference_dataset,
 )
-from .forward import policy_forward, reference_hidden_states
+from .forward import NUM_COMPLETION_TOKENS, count_completion_tokens, policy_forward, reference_hidden_states
 from .kl import check_same_vocabulary, completion_positions, global_kl_per_sample, token_kl
 from .losses import PREFERENCE_LOSSES, grid_sample_weights
 from .metrics import DeviceMetrics, SPOTerms
@@ -242,6 +242,8 @@ class SPOTrainer(DPOTrainer):
         # The batches of an optimizer step are fetched before the step begins, so their prompts are in the pool when
         # the sampler refreshes the KL samples at `on_step_begin`.
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        # The LM head projects completion tokens only; their counts are read once per optimizer step, here.
+        count_completion_tokens(batch_samples)
         if self.kl_sampler is not None:
             for batch in batch_samples:
                 self.kl_sampler.add_batch(batch)
@@ -304,7 +306,7 @@ class SPOTrainer(DPOTrainer):
                 stacklevel=2,
             )
             with torch.no_grad():
-                model_kwargs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+                model_kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", NUM_COMPLETION_TOKENS)}
                 return terms.loss, model(**model_kwargs)
         return terms.loss
 
@@ -320,6 +322,7 @@ class SPOTrainer(DPOTrainer):
             None if kl_shard is None else kl_shard.attention_mask,
             router_aux_loss=self.aux_loss_enabled,
             keep_hidden=dataset_kl,
+            num_completion_tokens=inputs.get(NUM_COMPLETION_TOKENS),
         )
         outputs = forward.token_outputs
         grid, mask, winner_index = response_grid(outputs.log_probs.sum(dim=1), inputs, self.preference_format)
