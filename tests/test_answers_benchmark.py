@@ -35,6 +35,8 @@ from trl_spo.benchmarks.answers_task import (
     AnswersTask,
     Category,
     answer_log_probs,
+    bradley_terry_fit,
+    data_floor,
     distribution_summary,
     encode_cases,
     entropy,
@@ -112,6 +114,19 @@ def test_rankings_are_permutations_drawn_by_plackett_luce(task):
     assert first_is_best / shown_best > 0.45
     with pytest.raises(ValueError, match="a ranking ranks 2 to 6 answers, got size=7"):
         task.rankings(1, 7, seed=0)
+
+
+def test_bradley_terry_fit_recovers_the_reward_from_many_pairs_and_not_from_few(task):
+    many, few = task.preference_pairs(24000, seed=3), task.preference_pairs(120, seed=3)
+    fits = bradley_terry_fit(task, many)
+    assert set(fits) == {category.noun for category in task.train_categories}
+    for scores in fits.values():
+        # 4,000 pairs a category: each score's standard error is about 0.05, far below the ladder's 0.5 steps.
+        assert (scores - (task.rewards() - task.rewards().mean())).abs().max() < 0.25
+    assert data_floor(task, many, 1.0) < 0.03 < data_floor(task, few, 1.0)
+    assert set(bradley_terry_fit(task, few, by="prompt")) <= {case.question for case in task.split("train")}
+    with pytest.raises(ValueError, match="by must be 'category' or 'prompt'"):
+        bradley_terry_fit(task, few, by="template")
 
 
 def test_task_rejects_malformed_categories():
@@ -256,7 +271,7 @@ def test_tiny_run_files_come_from_one_run(tiny_run):
 def test_default_config_is_the_documented_run():
     config = AnswersConfig()
     names = [setting.name for setting in config.settings]
-    assert names[:4] == ["SPO α=0.5 β=0.03", "SPO α=1 β=0.03", "SPO α=2 β=0.03", "SPO α=1 β=0"]
+    assert names[:4] == ["SPO α=0.5 β=0.1", "SPO α=1 β=0.1", "SPO α=2 β=0.1", "SPO α=1 β=0"]
     assert names[4:] == ["DPO β=0.1", "DPO β=0.01"]
 
 
@@ -287,3 +302,41 @@ def test_tiny_run_trains_the_requested_extra_settings(tmp_path):
     # Training moved the policies: the last measurement differs from the reference's.
     for result in payload["runs"]:
         assert result["history"][-1]["tv"] != result["history"][0]["tv"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The committed run (docs/results/answers.json) and what the docs say about it
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _shipped():
+    return json.loads((REPO_ROOT / "docs" / "results" / "answers.json").read_text(encoding="utf-8"))
+
+
+def test_shipped_results_are_one_run():
+    """docs/results.md shows the tables of the JSON next to it, the figure is that run's, the rows are its data's."""
+    payload = _shipped()
+    doc = (REPO_ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert f"{DOC_BEGIN}\n{payload['table']}{DOC_END}" in doc
+    assert (REPO_ROOT / "docs" / "results" / "answers.md").read_text(encoding="utf-8") == payload["table"]
+    figure = (REPO_ROOT / "docs" / "results" / "answers.png").read_bytes()
+    assert hashlib.sha256(figure).hexdigest() == payload["figure_sha256"], "the figure is not the JSON's run"
+    caption = payload["table"].split("\n\n")[0]
+    # The tables show the JSON's rows (exact: the same formatting of the same committed floats).
+    assert (
+        markdown_tables(payload["rows"], payload["reference_rows"], caption, payload["config"]["num_samples"])
+        == (payload["table"])
+    )
+    # Every exact number is a function of the stored final log-probabilities: recomputed here in float64 (softmax,
+    # logsumexp and sums over 6 answers and at most 18 prompts: a few ulps from the committing machine's).
+    task = AnswersTask()
+    for result in payload["runs"]:
+        setting = result["setting"]
+        alpha = setting["alpha"] if setting["method"] == "spo" else 0.0
+        for split in SPLITS:
+            row = next(r for r in payload["rows"] if r["name"] == setting["name"] and r["split"] == split)
+            recomputed = distribution_summary(
+                torch.tensor(result["final"][split], dtype=torch.float64), task.target(alpha)
+            )
+            for key, value in recomputed.items():
+                assert row[key] == pytest.approx(value, rel=1e-12, abs=1e-14), f"{setting['name']} {split} {key}"

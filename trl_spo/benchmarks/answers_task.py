@@ -39,6 +39,7 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 # Reward of the answer at each position of a category's list, best first: Softmax(r) puts 0.41 on the best answer
@@ -305,6 +306,62 @@ def answer_log_probs(
         result.view(-1).index_add_(0, flat_index, token_logps.squeeze(-1).double().cpu())
     model.train(was_training)
     return result
+
+
+def bradley_terry_fit(task: AnswersTask, rows: list[dict], by: str = "category") -> dict[str, torch.Tensor]:
+    """
+    The maximum-likelihood Bradley-Terry scores of the answers, from labelled pairs: what the data say, as opposed to
+    the reward that generated them. SPO's fixed point on these pairs is `Softmax(scores / alpha)`, so the distance of
+    that distribution from `Softmax(r / alpha)` is the part of a policy's distance that no training on these pairs
+    can remove (finite, noisy labels).
+
+    Args:
+        task (`AnswersTask`): whose training prompts the pairs come from.
+        rows (`list[dict]`): conversational pairs, as `AnswersTask.preference_pairs` makes them.
+        by (`str`): `"category"` pools a category's templates (a model that shares what it learns across the ways a
+            question is asked), `"prompt"` fits each training prompt on its own pairs.
+
+    Returns:
+        `dict[str, torch.Tensor]`: per category noun (or question), the scores of its answers in list order, float64,
+        centred on 0.
+    """
+    if by not in ("category", "prompt"):
+        raise ValueError(f"by must be 'category' or 'prompt', got {by!r}")
+    cases = {case.question: case for case in task.split("train")}
+    comparisons: dict[str, list[tuple[int, int]]] = {}
+    for row in rows:
+        case = cases[row["prompt"][1]["content"]]
+        index = {answer: i for i, answer in enumerate(case.category.answers)}
+        key = case.category.noun if by == "category" else case.question
+        comparisons.setdefault(key, []).append(
+            (index[row["chosen"][0]["content"]], index[row["rejected"][0]["content"]])
+        )
+    return {key: _fit_scores(pairs, len(task.reward_ladder)) for key, pairs in comparisons.items()}
+
+
+def _fit_scores(pairs: list[tuple[int, int]], num_answers: int) -> torch.Tensor:
+    """Bradley-Terry maximum likelihood from `(winner, loser)` index pairs, by L-BFGS in float64; centred scores."""
+    winners = torch.tensor([winner for winner, _ in pairs])
+    losers = torch.tensor([loser for _, loser in pairs])
+    scores = torch.zeros(num_answers, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([scores], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure():
+        optimizer.zero_grad()
+        # A vanishing ridge pins the free constant (and keeps an answer that never won finite).
+        loss = F.softplus(scores[losers] - scores[winners]).sum() + 1e-6 * scores.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return (scores - scores.mean()).detach()
+
+
+def data_floor(task: AnswersTask, rows: list[dict], alpha: float, by: str = "category") -> float:
+    """Mean TV between `Softmax(fitted scores / alpha)` and `Softmax(r / alpha)`: the pairs' own distance from the target."""
+    target = task.target(alpha)
+    fits = bradley_terry_fit(task, rows, by)
+    return torch.stack([total_variation(torch.softmax(s / alpha, -1), target) for s in fits.values()]).mean().item()
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -169,8 +169,8 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
         dataloader_num_workers=0,
         max_length=plan.max_length,
         beta=setting.beta,
-        **plan.extra_arguments,
     )
+    common.update(plan.extra_arguments)  # e.g. bf16=True, which replaces the CPU default above
     if setting.method == "dpo":
         return DPOConfig(**common)
     spo_fields = dict(
