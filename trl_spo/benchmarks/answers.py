@@ -61,7 +61,7 @@ from .answers_task import (
     encode_cases,
     entropy,
 )
-from .harness import Setting, TrainingPlan, select_settings, train_setting
+from .harness import Setting, TrainingPlan, benchmark_arguments, select_settings, train_setting
 from .reporting import ProgressPrinter, update_doc
 
 
@@ -225,20 +225,12 @@ def build_reference(base_dir: Path, config: AnswersConfig, cache_dir: Path | Non
         rows = config.task.sft_rows(spec.steps * spec.batch_size, seed=spec.seed)
         with tempfile.TemporaryDirectory() as scratch:
             args = SFTConfig(
-                output_dir=scratch,
+                **benchmark_arguments(scratch, spec.seed),
                 per_device_train_batch_size=spec.batch_size,
                 max_steps=spec.steps,
                 learning_rate=spec.learning_rate,
                 lr_scheduler_type="constant",
-                warmup_steps=0,
-                seed=spec.seed,
-                data_seed=spec.seed,
-                use_cpu=True,
-                bf16=False,
-                report_to="none",
-                save_strategy="no",
                 logging_steps=max(1, spec.steps // 4),
-                disable_tqdm=True,
                 activation_checkpointing=False,  # 135M parameters fit; recomputing activations only costs time
             )
             model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -513,15 +505,7 @@ def run(
     results, rows, run_seconds = [], [], []
     for index, setting in enumerate(config.settings):
         setting_start = time.perf_counter()
-        progress = ProgressPrinter(
-            index,
-            len(config.settings),
-            setting.name,
-            index * config.plan.max_steps,
-            sum(run_seconds),
-            log=log,
-            seconds_per_setting=sum(run_seconds) / len(run_seconds) if run_seconds else None,
-        )
+        progress = ProgressPrinter.for_setting(index, config.settings, config.plan.max_steps, run_seconds, log)
         summary = setting.summary()
         tracker = TrajectoryTracker(tokenizer, task, task.target(target_alpha(summary)), config.eval_every, log=log)
         with tempfile.TemporaryDirectory() as scratch:

@@ -368,15 +368,7 @@ def run(
     run_seconds = []
     for index, setting in enumerate(config.settings):
         setting_start = time.perf_counter()
-        progress = ProgressPrinter(
-            index,
-            len(config.settings),
-            setting.name,
-            index * config.max_steps,
-            sum(run_seconds),
-            log=log,
-            seconds_per_setting=sum(run_seconds) / len(run_seconds) if run_seconds else None,
-        )
+        progress = ProgressPrinter.for_setting(index, config.settings, config.max_steps, run_seconds, log)
         with tempfile.TemporaryDirectory() as policy_dir:
             training = train_one(setting, config, base_dir, data_dir, policy_dir, progress)
             records[setting.name] = sample_and_score(policy_dir, base, tokenizer, rows, config, log)

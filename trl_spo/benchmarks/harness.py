@@ -140,6 +140,21 @@ class TrainingPlan:
     extra_arguments: dict[str, Any] = field(default_factory=dict)
 
 
+def benchmark_arguments(output_dir: str, seed: int) -> dict[str, Any]:
+    """The `TrainingArguments` fields of every benchmark run: seeded, on the CPU in float32, quiet, nothing saved."""
+    return dict(
+        output_dir=output_dir,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
 def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
     """The `SPOConfig` (SPO) or `DPOConfig` (DPO) of `setting` under `plan`: the same fields but for the method's own."""
     from trl import DPOConfig
@@ -152,21 +167,13 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
     if setting.lora and plan.lora_learning_rate is None:
         raise ValueError(f"{setting.name} trains LoRA, but the plan has no lora_learning_rate")
     common = dict(
-        output_dir=output_dir,
+        **benchmark_arguments(output_dir, plan.seed),
         per_device_train_batch_size=batch_size,
         max_steps=plan.max_steps,
         learning_rate=plan.lora_learning_rate if setting.lora else plan.learning_rate,
         lr_scheduler_type=plan.lr_scheduler_type,
         warmup_steps=plan.warmup_steps,
-        seed=plan.seed,
-        data_seed=plan.seed,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
         logging_steps=plan.logging_steps,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         max_length=plan.max_length,
         beta=setting.beta,
     )

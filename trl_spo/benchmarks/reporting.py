@@ -55,6 +55,22 @@ class ProgressPrinter(TrainerCallback):
         self.seconds_per_setting = seconds_per_setting
         self.start = None
 
+    @classmethod
+    def for_setting(cls, index: int, settings, max_steps: int, seconds_done: list, log=print) -> "ProgressPrinter":
+        """
+        The printer of setting `index` of `settings`, when a setting is more than its training (it is measured after):
+        later settings are estimated from the whole time of the ones done, `seconds_done`.
+        """
+        return cls(
+            index,
+            len(settings),
+            settings[index].name,
+            index * max_steps,
+            sum(seconds_done),
+            log=log,
+            seconds_per_setting=sum(seconds_done) / len(seconds_done) if seconds_done else None,
+        )
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.clock()
         self.log(f"[{self.index + 1}/{self.num_settings}] {self.name}: training {state.max_steps} steps")
