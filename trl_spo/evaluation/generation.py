@@ -131,6 +131,9 @@ def sample_answers(
     eos = set([eos] if isinstance(eos, int) else eos)
     pad = generation_config.pad_token_id
     draws = num_samples if generation_config.do_sample else 1
+    # In the config, not as a keyword beside it (which transformers deprecates).
+    generation_config = copy.deepcopy(generation_config)
+    generation_config.num_return_sequences = draws
     device = model.device
     completions: list[Completion] = []
     for start in range(0, len(prompts), batch_size):
@@ -143,7 +146,6 @@ def sample_answers(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 generation_config=generation_config,
-                num_return_sequences=draws,
             )
         for row in sequences[:, width:].tolist():
             cut = next((t for t, token in enumerate(row) if token in eos), None)
