@@ -340,3 +340,64 @@ def test_shipped_results_are_one_run():
             )
             for key, value in recomputed.items():
                 assert row[key] == pytest.approx(value, rel=1e-12, abs=1e-14), f"{setting['name']} {split} {key}"
+
+
+def test_shipped_results_support_what_the_docs_say():
+    """Each figure of docs/results.md's reading of the answers run, checked against the committed JSON."""
+    payload = _shipped()
+    rows = {(row["name"], row["split"]): row for row in payload["rows"] + payload["reference_rows"]}
+    runs = {result["setting"]["name"]: result for result in payload["runs"]}
+
+    def train(name, key, digits=2):
+        return round(rows[(name, "train")][key], digits)
+
+    # DPO collapses, SPO keeps the spread.
+    assert [train(f"DPO β={b}", "top_prob") for b in ("0.1", "0.01")] == [0.97, 0.99]
+    assert [train(f"DPO β={b}", "entropy") for b in ("0.1", "0.01")] == [0.10, 0.05]
+    assert [train(f"DPO β={b}", "sampled_distinct", 1) for b in ("0.1", "0.01")] == [1.4, 1.3]
+    assert (train("SPO α=1 β=0.1", "top_prob"), train("SPO α=1 β=0.1", "entropy")) == (0.43, 1.46)
+    assert train("SPO α=1 β=0.1", "sampled_distinct", 1) == 4.7
+    assert [round(rows[(f"DPO β={b}", "heldout_template")]["top_prob"], 2) for b in ("0.1", "0.01")] == [0.98, 0.87]
+
+    # How many steps DPO needed: the first measurement with the largest (resp. the best) answer above 0.9.
+    def first_step(name, key):
+        return next(point["step"] for point in runs[name]["history"] if point[key] > 0.9)
+
+    assert [first_step(f"DPO β={b}", "max_prob") for b in ("0.1", "0.01")] == [75, 50]
+    assert [first_step(f"DPO β={b}", "top_prob") for b in ("0.1", "0.01")] == [150, 225]
+
+    # alpha orders the entropy; within 10 % of the target for alpha = 1 and 2, not for 0.5.
+    relative = {}
+    for alpha in ("0.5", "1", "2"):
+        row = rows[(f"SPO α={alpha} β=0.1", "train")]
+        relative[alpha] = round(100 * (row["entropy"] / row["target_entropy"] - 1), 1)
+    assert relative == {"0.5": 11.5, "1": -2.5, "2": -3.1}
+    assert [train(f"SPO α={a} β=0.1", "entropy") for a in ("0.5", "1", "2")] == [1.14, 1.46, 1.65]
+    # Why alpha = 0.5 misses: its target is the furthest from the reference (TV at step 0), whose entropy is 1.65.
+    assert [round(runs[f"SPO α={a} β=0.1"]["history"][0]["tv"], 2) for a in ("0.5", "1", "2")] == [0.55, 0.38, 0.26]
+    assert train("SFT reference", "entropy") == 1.65 and train("SFT reference", "mass") == 0.89
+
+    # alpha = 1: TV and mass against the targets, the data's floor, the last 100 steps' spread.
+    assert round(rows[("SPO α=1 β=0.1", "train")]["tv"], 3) == 0.103
+    assert round(rows[("SPO α=1 β=0.1", "heldout_template")]["tv"], 3) == 0.112
+    assert train("SPO α=1 β=0.1", "mass") == 0.81
+    assert round(rows[("SPO α=1 β=0.1", "heldout_template")]["mass"], 2) == 0.78
+    assert [round(payload["data_floor"]["1.0"][k], 3) for k in ("category", "prompt")] == [0.052, 0.118]
+    assert [round(p["tv"], 3) for p in runs["SPO α=1 β=0.1"]["history"] if p["step"] > 150] == [0.183, 0.146, 0.108, 0.103]
+
+    # What the KL is for: mass and sampled answers outside the set with and without it.
+    assert (train("SPO α=1 β=0", "mass"), train("SPO α=1 β=0", "sampled_outside")) == (0.30, 0.67)
+    assert (train("SPO α=1 β=0.1", "mass"), train("SPO α=1 β=0.1", "sampled_outside")) == (0.81, 0.18)
+
+    # Held-out categories: DPO's sharpening carries over, SPO with the KL keeps the spread.
+    category = {name: row for (name, split), row in rows.items() if split == "heldout_category"}
+    assert [round(category[f"DPO β={b}"]["max_prob"], 2) for b in ("0.1", "0.01")] == [0.65, 0.87]
+    spo_max = [category[f"SPO α={a} β=0.1"]["max_prob"] for a in ("0.5", "1", "2")]
+    assert (round(min(spo_max), 2), round(max(spo_max), 2)) == (0.40, 0.51)
+    mass = {name: round(row["mass"], 2) for name, row in category.items()}
+    assert mass["SFT reference"] == 0.25
+    assert {mass[n] for n in ("SPO α=0.5 β=0.1", "SPO α=1 β=0.1", "SPO α=2 β=0.1", "DPO β=0.1")} == {0.15, 0.16}
+    assert (mass["SPO α=1 β=0"], mass["DPO β=0.01"]) == (0.05, 0.07)
+
+    # Budget.
+    assert round(payload["total_seconds"] / 60) == 75

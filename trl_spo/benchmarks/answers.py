@@ -80,7 +80,9 @@ DEFAULT_SETTINGS = (
     Setting("dpo", beta=0.1),
     Setting("dpo", beta=0.01),
 )
-BETA_SWEEP = tuple(Setting("spo", alpha=1.0, beta=beta) for beta in (0.03, 0.1, 0.3))
+# The β sweep at α = 1 around the default: β = 0 and β = DEFAULT_BETA are already in the default run (same reference,
+# data, plan and seed, so the rows line up), the sweep adds the values on either side.
+BETA_SWEEP = tuple(Setting("spo", alpha=1.0, beta=beta) for beta in (0.03, 0.3))
 EXTRA_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, regularizer="dataset_kl"),
