@@ -402,3 +402,24 @@ def test_shipped_results_support_what_the_docs_say():
 
     # Budget.
     assert round(payload["total_seconds"] / 60) == 75
+
+
+def test_shipped_beta_sweep_supports_what_the_docs_say():
+    """docs/results.md's β sweep: its block is the sweep's JSON, and the reading's figures are the four runs'."""
+    sweep = json.loads((REPO_ROOT / "docs" / "results" / "answers_beta_sweep.json").read_text(encoding="utf-8"))
+    doc = (REPO_ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert f"<!-- answers_beta_sweep:begin -->\n{sweep['table']}<!-- answers_beta_sweep:end -->" in doc
+    default = _shipped()
+    # The sweep and the default run share everything but the settings: their rows line up.
+    assert {k: v for k, v in sweep["config"].items() if k != "settings"} == {
+        k: v for k, v in default["config"].items() if k != "settings"
+    }
+    rows = {row["name"]: row for row in default["rows"] + sweep["rows"] if row["split"] == "train"}
+    names = [f"SPO α=1 β={beta}" for beta in ("0", "0.03", "0.1", "0.3")]
+    assert [round(rows[n]["mass"], 2) for n in names] == [0.30, 0.71, 0.81, 0.87]
+    assert [round(rows[n]["entropy"], 2) for n in names] == [1.40, 1.38, 1.46, 1.57]
+    assert [round(rows[n]["tv"], 3) for n in names] == [0.121, 0.126, 0.103, 0.132]
+    assert round(100 * (rows[names[3]]["entropy"] / rows[names[3]]["target_entropy"] - 1)) == 5
+    final = next(r for r in sweep["runs"] if r["setting"]["name"] == names[3])["final"]["train"]
+    modes = torch.tensor(final).argmax(-1)
+    assert (modes != 0).sum().item() == 2 and len(modes) == 18
