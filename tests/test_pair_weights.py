@@ -99,3 +99,48 @@ def test_cli_reports_and_writes_every_pair(tmp_path, capsys):
     with pytest.raises(ValueError, match="missing \\['chosen', 'rejected'\\]"):
         dataset.write_text(json.dumps({"prompt": "x", "completion": "y"}))
         main(["--model", str(TINY_MODEL_DIR), "--dataset", str(dataset)])
+
+
+def test_alpha_guide_figures_are_the_committed_runs():
+    """docs/choosing_alpha.md's table of what alpha did, checked against the two JSON files it names."""
+    import itertools
+
+    root = Path(__file__).resolve().parents[1]
+    guide = (root / "docs" / "choosing_alpha.md").read_text(encoding="utf-8")
+    chat = json.loads((root / "docs" / "results" / "chat_pair_weights.json").read_text(encoding="utf-8"))
+    quantiles = chat["abs_gap_quantiles"]
+    assert [round(quantiles[k], 1) for k in ("median", "p10", "p90")] == [63.1, 9.1, 148.8]
+    assert "median 63.1 nats (10-90 %: 9.1-148.8)" in guide
+    profile = {row["alpha"]: row for row in chat["profile"]}
+    saturated = {alpha: round(100 * (row["share_below"] + row["share_above"])) for alpha, row in profile.items()}
+    assert saturated == {1.0: 95, 0.1: 57, 0.01: 0, 0.001: 0}
+    assert {alpha: round(row["mean_weight"], 2) for alpha, row in profile.items()} == {
+        1.0: 0.43,
+        0.1: 0.43,
+        0.01: 0.46,
+        0.001: 0.50,
+    }
+
+    answers = json.loads((root / "docs" / "results" / "answers.json").read_text(encoding="utf-8"))
+    reference = torch.tensor(answers["reference"]["SFT reference"]["log_probs"]["train"], dtype=torch.float64)
+    gaps = torch.tensor(
+        [abs(row[i] - row[j]).item() for row in reference for i, j in itertools.combinations(range(6), 2)],
+        dtype=torch.float64,
+    )
+    assert round(gaps.median().item(), 2) == 0.59
+    # Quantiles of 270 committed float64 gaps: the same interpolation on any machine, rounded to 2 digits.
+    low, high = torch.quantile(gaps, torch.tensor([0.1, 0.9], dtype=torch.float64)).tolist()
+    assert (round(low, 2), round(high, 2)) == (0.11, 1.39)
+    assert "median 0.59 nats (10-90 %: 0.11-1.39)" in guide
+    logs = {
+        run["setting"]["name"]: [entry for entry in run["train_log"] if "pair_weight/mean" in entry]
+        for run in answers["runs"]
+    }
+    names = [f"SPO α={alpha} β=0.1" for alpha in ("0.5", "1", "2")]
+    first = [logs[name][0]["pair_weight/mean"] for name in names]
+    last = [logs[name][-1]["pair_weight/mean"] for name in names]
+    assert (round(min(first), 2), round(max(first), 2)) == (0.46, 0.48)
+    assert (round(min(last), 2), round(max(last), 2)) == (0.33, 0.35)
+    assert logs["SPO α=1 β=0.1"][0]["pair_weight/saturated"] == 0
+    worst = {name: max(entry["pair_weight/saturated"] for entry in logs[name]) for name in names}
+    assert max(worst[names[0]], worst[names[1]]) <= 0.02 and round(100 * worst[names[2]], 1) == 9.5
