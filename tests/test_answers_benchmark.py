@@ -423,3 +423,36 @@ def test_shipped_beta_sweep_supports_what_the_docs_say():
     final = next(r for r in sweep["runs"] if r["setting"]["name"] == names[3])["final"]["train"]
     modes = torch.tensor(final).argmax(-1)
     assert (modes != 0).sum().item() == 2 and len(modes) == 18
+
+
+def test_readme_states_the_committed_answers_run():
+    """The README's summary of the answers run, each figure formatted from the JSON and found in its paragraph."""
+    payload = _shipped()
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("On a real chat model") : readme.index("On a 1 MB model")]
+    paragraph = " ".join(paragraph.split())  # the figures may wrap across lines
+    rows = {row["name"]: row for row in payload["rows"] if row["split"] == "train"}
+    template = {row["name"]: row for row in payload["rows"] if row["split"] == "heldout_template"}
+    spo = rows["SPO α=1 β=0.1"]
+    dpo = [rows[f"DPO β={b}"]["top_prob"] for b in ("0.1", "0.01")]
+    distinct = sorted(rows[f"DPO β={b}"]["sampled_distinct"] for b in ("0.1", "0.01"))
+    entropies = " / ".join(f"{rows[f'SPO α={a} β=0.1']['entropy']:.2f}" for a in ("0.5", "1", "2"))
+    targets = " / ".join(f"{rows[f'SPO α={a} β=0.1']['target_entropy']:.2f}" for a in ("0.5", "1", "2"))
+    alpha_half = rows["SPO α=0.5 β=0.1"]
+    expected = [
+        f"{round(payload['total_seconds'] / 60)} minutes",
+        f"DPO put {dpo[0]:.2f} (β = 0.1) and {dpo[1]:.2f} (β = 0.01)",
+        f"held {distinct[0]:.1f}-{distinct[1]:.1f} distinct ones",
+        f"gave the best answer {spo['top_prob']:.2f}",
+        f"total variation {spo['tv']:.3f} to `Softmax(r)` on training prompts",
+        f"fit sits {payload['data_floor']['1.0']['category']:.2f}-{payload['data_floor']['1.0']['prompt']:.2f} from it",
+        f"and {template['SPO α=1 β=0.1']['tv']:.3f} on a held-out prompt template",
+        f"{spo['mass']:.2f} of the probability kept",
+        f"{spo['sampled_distinct']:.1f} distinct answers in 8 samples",
+        f"{entropies} nats",
+        f"(targets {targets};",
+        f"{100 * (alpha_half['entropy'] / alpha_half['target_entropy'] - 1):.1f} % above its target",
+        f"kept only {rows['SPO α=1 β=0']['mass']:.2f} of the probability",
+    ]
+    missing = [text for text in expected if text not in paragraph]
+    assert missing == [], f"the README does not say: {missing}"
