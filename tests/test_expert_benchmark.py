@@ -276,12 +276,22 @@ def test_shipped_mass_on_the_valid_answers_is_what_the_docs_say():
         for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
     }
     mass = {name: row["mass_on_Y"] for name, row in rows.items()}
-    # "SPO with beta = 0 and alpha = 0.5 / 1 / 2, 0.0001 / 0.021 / 0.99": two of the three left Y almost entirely.
-    assert [round(mass[f"SPO α={a} β=0"], 4) for a in ("0.5", "1")] == [0.0001, 0.021]
-    assert round(mass["SPO α=2 β=0"], 2) == 0.99
-    # "DPO with beta = 0.1 / 0.01, 1.3e-7 / 0.98"; "SPO with the KL on, 0.997-0.998".
-    assert f"{mass['DPO β=0.1']:.1e}" == "1.3e-07" and round(mass["DPO β=0.01"], 2) == 0.98
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    upstream = " ".join((REPO_ROOT / "docs" / "upstream.md").read_text().replace("> ", " ").split())
+    # "SPO with beta = 0 and alpha = 0.5 / 1 / 2, 0.0001 / 0.88 / 0.99".
+    without_kl = " / ".join(f"{mass[f'SPO α={a} β=0']:.{digits}f}" for a, digits in (("0.5", 4), ("1", 2), ("2", 2)))
+    assert without_kl == "0.0001 / 0.88 / 0.99"
+    assert f"`alpha` = 0.5 / 1 / 2, {without_kl}" in readme and f"({without_kl} for `alpha`" in upstream
+    # "DPO with beta = 0.1 / 0.01, 1.9e-6 / 0.094"; "SPO with the KL on, 0.997-0.998".
+    assert f"{mass['DPO β=0.1']:.1e}" == "1.9e-06" and round(mass["DPO β=0.01"], 3) == 0.094
+    assert "0.01, 1.9e-6 / 0.094" in readme
     assert {round(mass[f"SPO α=1 β={b}"], 3) for b in ("0.01", "0.1", "1")} == {0.997, 0.998}
+    # Conditioned on Y: "within total variation 0.01-0.06" (beta = 0), "0.99 of that conditional mass" (DPO).
+    tv = [rows[f"SPO α={a} β=0"]["tv_to_target"] for a in ("0.5", "1", "2")]
+    assert (round(min(tv), 2), round(max(tv), 2)) == (0.01, 0.06)
+    assert {round(rows[f"DPO β={b}"]["max_prob"], 2) for b in ("0.1", "0.01")} == {0.99}
+    kl = [rows[f"SPO α=1 β={b}"]["kl_to_reference"] for b in ("0", "1")]
+    assert f"exact KL to it {kl[0]:.2f} -> {kl[1]:.2f}" in readme
 
 
 def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input(capsys):
