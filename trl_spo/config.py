@@ -65,7 +65,7 @@ class SPOConfig(DPOConfig):
             it starts near `log(2) / alpha` (69.3 at `alpha = 0.01`) where DPO's starts at `log(2) = 0.693`; the
             logged `loss/preference_normalized` (`alpha` times the preference loss) is on DPO's scale. `alpha` sets
             how many nats apart two answers may sit per unit of reward, on *sequence* log-probabilities: pick it
-            around `1 / (median gap)` of your pairs (`trl-spo bench pair_weights`; docs/choosing_alpha.md).
+            around `1 / (median |log π(chosen) - log π(rejected)|)` of your pairs under the starting model.
         beta (`float`, *optional*, defaults to `0.01`):
             Weight of the global KL regulariser `KL(π_θ ‖ π_ref)` (Eq. 5 and 13). As in DPO, a higher β keeps the
             policy closer to the reference model, but here it acts on freshly sampled completions rather than on the
@@ -160,8 +160,8 @@ class SPOConfig(DPOConfig):
             "help": "Softness of the preference loss (Eq. 8). Its tabular minimiser is Softmax(r / alpha): 1 recovers "
             "the Bradley-Terry expert distribution, 0 is argmax (Eq. 9). Must be >= 0. The loss scales as 1/alpha: "
             "log(2)/alpha at a 50/50 pair (69.3 at 0.01, where DPO shows 0.693); loss/preference_normalized = alpha * "
-            "loss/preference is on DPO's scale. Pick it around 1 / (median sequence log-prob gap of your pairs): "
-            "`trl-spo bench pair_weights` measures it (docs/choosing_alpha.md)."
+            "loss/preference is on DPO's scale. Pick it around 1 / (median |log pi(chosen) - log pi(rejected)|) of "
+            "your pairs under the starting model (sequence log-probs)."
         },
     )
     beta: float = field(
