@@ -318,3 +318,31 @@ def test_progress_names_the_setting_the_step_and_the_time_left():
     # Step 4 of 16: 0.5 s a step overall, 12 steps left here and 16 in the last setting. Exact: binary fractions.
     assert lines[2] == ("[2/3] SPO α=1 β=0: step 4/16 (25%), 2 s; about 6 s left in this setting, 0.2 min in all")
     assert lines[-1].startswith("[2/3] SPO α=1 β=0: step 16/16 (100%), 8 s; about 0 s left")
+
+
+def test_shipped_reading_states_the_committed_run():
+    """The figures of docs/results.md's 'Reading the table', formatted from the committed JSON."""
+    rows = {
+        row["name"]: row
+        for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
+    }
+    doc = (REPO_ROOT / "docs" / "results.md").read_text()
+    reading = " ".join(doc[doc.index("### Reading the table") : doc.index("### Limits of this benchmark")].split())
+    spo = [rows[f"SPO α={a} β=0"] for a in ("0.5", "1", "2")]
+    sweep = [rows[f"SPO α=1 β={b}"] for b in ("0", "0.01", "0.1", "1")]
+    dpo = [rows[f"DPO β={b}"] for b in ("0.01", "0.1")]
+    expected = [
+        "within total variation " + " / ".join(f"{r['tv_to_target']:.3f}" for r in spo),
+        "entropy (" + " / ".join(f"{r['entropy']:.2f}" for r in spo) + " nats)",
+        "the target's (" + " / ".join(f"{r['target_entropy']:.2f}" for r in spo) + ")",
+        f"π(Y) = {spo[0]['mass_on_Y']:.4f} / {spo[1]['mass_on_Y']:.2f} / {spo[2]['mass_on_Y']:.2f}",
+        f"DPO puts {dpo[0]['max_prob']:.3f} (β = 0.01 and β = 0.1)",
+        f"entropy {dpo[0]['entropy']:.2f} and {dpo[1]['entropy']:.2f} nats",
+        f"(π(Y) = {dpo[0]['mass_on_Y']:.3f} and {dpo[1]['mass_on_Y']:.3f})",
+        "over Y falls " + " → ".join(f"{r['kl_to_reference']:.3f}" for r in sweep),
+        f"softmax rises {sweep[0]['tv_to_target']:.3f} → {sweep[-1]['tv_to_target']:.3f}",
+        f"entropy ({sweep[2]['entropy']:.2f} and {sweep[3]['entropy']:.2f} nats)",
+    ]
+    assert f"{dpo[0]['max_prob']:.3f}" == f"{dpo[1]['max_prob']:.3f}"
+    missing = [text for text in expected if text not in reading]
+    assert missing == [], f"docs/results.md does not say: {missing}"
