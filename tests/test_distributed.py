@@ -17,6 +17,7 @@
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,14 @@ import torch
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_spo_multiprocess.py"
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
+
+
+def _free_port() -> str:
+    # accelerate's default rendezvous port (29500) may still be held by the previous launch, or by another job on a
+    # shared machine; the OS hands out one that is free now.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -52,7 +61,8 @@ def test_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(
     # The repository's own config, with only the process count and the precision overridden for 2 CPU processes
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml")),
-        *("--num_processes", "2", "--mixed_precision", "no", str(SCRIPT), str(tmp_path), *overrides),
+        *("--num_processes", "2", "--main_process_port", _free_port(), "--mixed_precision", "no"),
+        *(str(SCRIPT), str(tmp_path), *overrides),
     ]
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,6 +109,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         launch = [arg for arg in launch if "=" not in arg]
         command = [
             *(sys.executable, "-m", "accelerate.commands.launch", *launch, "--mixed_precision", "no"),
+            *("--main_process_port", _free_port()),
             *(str(SCRIPT), str(tmp_path / name), "--save_parameters", *overrides, *batch),
         ]
         result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
