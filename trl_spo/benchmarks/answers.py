@@ -83,6 +83,18 @@ DEFAULT_SETTINGS = (
 # The β sweep at α = 1 around the default: β = 0 and β = DEFAULT_BETA are already in the default run (same reference,
 # data, plan and seed, so the rows line up), the sweep adds the values on either side.
 BETA_SWEEP = tuple(Setting("spo", alpha=1.0, beta=beta) for beta in (0.03, 0.3))
+# DPO's fixed point on these pairs is `pi_ref * exp(r / beta)` normalised: with reward steps of 0.5, the default run's
+# beta = 0.1 and 0.01 make it the argmax by construction. The larger betas give DPO its fair chance to reach SPO's
+# expected reward with more entropy (the frontier comparison, docs/results.md); same reference, data, plan and seed.
+DPO_BETA_RANGE = tuple(Setting("dpo", beta=beta) for beta in (0.3, 1.0, 3.0))
+# From the skewed reference (`--reference skewed`): SPO at alpha = 2, whose target's expected reward (0.60) is where
+# DPO's fixed point at beta = 1 falls from that reference (0.65), and DPO over its beta range.
+SKEWED_REFERENCE_SETTINGS = (
+    Setting("dpo", beta=1.0),
+    Setting("spo", alpha=2.0, beta=DEFAULT_BETA),
+    Setting("dpo", beta=0.3),
+    Setting("dpo", beta=3.0),
+)
 EXTRA_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, regularizer="dataset_kl"),
@@ -90,6 +102,8 @@ EXTRA_SETTINGS = (
 SETTING_GROUPS = {
     "default": DEFAULT_SETTINGS,
     "beta_sweep": BETA_SWEEP,
+    "dpo_beta_range": DPO_BETA_RANGE,
+    "skewed_reference": SKEWED_REFERENCE_SETTINGS,
     "all": DEFAULT_SETTINGS + EXTRA_SETTINGS,
 }
 
@@ -104,12 +118,24 @@ class ReferenceSFT:
         batch_size (`int`): answers per step.
         learning_rate (`float`): constant learning rate.
         seed (`int`): seeds the rows and the trainer.
+        answer_weights (`tuple[float, ...]`, *optional*): how often each answer of a category (best first) is drawn
+            for the SFT data; `None` draws them uniformly. A reference whose preferences among the good answers are
+            not the expert's (e.g. one mid-reward answer drawn far more often) is where DPO's fixed point
+            `pi_ref * exp(r / beta)` leaves the maximum-entropy frontier (`trl_spo.benchmarks.frontier`).
     """
 
     steps: int = 60
     batch_size: int = 12
     learning_rate: float = 2e-5
     seed: int = 0
+    answer_weights: tuple[float, ...] | None = None
+
+
+# The second reference of the frontier comparison: the reward-0 answer (4th of 6) drawn half the time, each other
+# answer a tenth: popularity that is not quality. DPO's fixed point from such a reference at beta = 1 sits 0.175
+# nats below the frontier (computed from these proportions before the run, docs/results.md).
+SKEWED_REFERENCE = ReferenceSFT(answer_weights=(0.1, 0.1, 0.1, 0.5, 0.1, 0.1))
+REFERENCES = {"uniform": ReferenceSFT(), "skewed": SKEWED_REFERENCE}
 
 
 @dataclass
@@ -200,7 +226,10 @@ def reference_key(base_dir: Path, config: AnswersConfig) -> str:
     """What the cached reference depends on: the base checkpoint, the task and the SFT recipe."""
     manifest = base_dir / "trl_spo_manifest.json"
     base = manifest.read_text() if manifest.is_file() else str(base_dir.resolve())
-    recipe = json.dumps({"task": asdict(config.task), "sft": asdict(config.reference)}, sort_keys=True, default=str)
+    sft = {
+        key: value for key, value in asdict(config.reference).items() if value is not None
+    }  # older caches stay valid
+    recipe = json.dumps({"task": asdict(config.task), "sft": sft}, sort_keys=True, default=str)
     return hashlib.sha256((base + recipe).encode()).hexdigest()[:12]
 
 
@@ -224,7 +253,7 @@ def build_reference(base_dir: Path, config: AnswersConfig, cache_dir: Path | Non
         log(f"SFT reference: {spec.steps} steps of {spec.batch_size} answers from {base_dir} ...")
         start = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        rows = config.task.sft_rows(spec.steps * spec.batch_size, seed=spec.seed)
+        rows = config.task.sft_rows(spec.steps * spec.batch_size, seed=spec.seed, answer_weights=spec.answer_weights)
         with tempfile.TemporaryDirectory() as scratch:
             args = SFTConfig(
                 **benchmark_arguments(scratch, spec.seed),
@@ -356,6 +385,14 @@ def split_rows(setting: dict, log_probs: dict, sampled: dict, task: AnswersTask,
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _drawn(reference: ReferenceSFT) -> str:
+    if reference.answer_weights is None:
+        return ""
+    return (
+        ", drawn in proportions " + " : ".join(f"{weight:g}" for weight in reference.answer_weights) + " (best first)"
+    )
 
 
 def _fmt(value, digits=2) -> str:
@@ -548,7 +585,7 @@ def run(
     caption = (
         f"Known answers on {'the tiny test model' if base_dir == TINY_MODEL_DIR else 'SmolLM2-135M-Instruct'}, "
         f"seed {plan.seed}: SFT reference ({config.reference.steps} steps of {config.reference.batch_size} correct "
-        f"answers), then {plan.max_steps} steps of {plan.batch_size} pairs per setting from it "
+        f"answers{_drawn(config.reference)}), then {plan.max_steps} steps of {plan.batch_size} pairs per setting from it "
         f"({config.num_pairs} Bradley-Terry pairs over {len(task.split('train'))} training prompts), learning rate "
         f"{plan.learning_rate:g} ({plan.lr_scheduler_type}), γ = {plan.gamma}, KL samples refreshed every "
         f"{plan.generation_interval} steps. Exact over each prompt's {len(task.reward_ladder)} correct answers; TV "
@@ -613,6 +650,12 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=None,
         help=f"groups ({', '.join(SETTING_GROUPS)}) or setting names, e.g. 'SPO α=1 β=0.1' (default: default)",
     )
+    parser.add_argument(
+        "--reference",
+        choices=sorted(REFERENCES),
+        default="uniform",
+        help="the SFT reference: correct answers drawn uniformly, or 'skewed' (a mid-reward answer half the time)",
+    )
     parser.add_argument("--tiny", action="store_true", help="the 1 MB test model and a short run (under a minute)")
     parser.add_argument("--update_doc", default=None, help="Markdown file whose marked block receives the tables")
     parser.add_argument(
@@ -632,6 +675,10 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench answers") -> 
     config = replace(config, plan=replace(config.plan, **overrides))
     if parsed.eval_every is not None:
         config = replace(config, eval_every=parsed.eval_every)
+    if parsed.reference != "uniform":
+        config = replace(
+            config, reference=replace(config.reference, answer_weights=REFERENCES[parsed.reference].answer_weights)
+        )
     if parsed.settings is not None:
         config = replace(config, settings=select_settings(parsed.settings, SETTING_GROUPS))
     command = shlex.join(prog.split() + argv)

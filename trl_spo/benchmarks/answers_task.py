@@ -225,14 +225,29 @@ class AnswersTask:
             )
         return rows
 
-    def sft_rows(self, num_rows: int, seed: int) -> list[dict]:
-        """Conversational prompt-completion rows for the SFT reference: a training prompt, a correct answer uniformly."""
+    def sft_rows(self, num_rows: int, seed: int, answer_weights: tuple[float, ...] | None = None) -> list[dict]:
+        """
+        Conversational prompt-completion rows for the SFT reference: a training prompt, and a correct answer drawn
+        uniformly or, with `answer_weights` (one per position in a category's list, best first), in those proportions:
+        a reference whose preferences among the good answers are not the expert's.
+        """
+        if answer_weights is not None and (
+            len(answer_weights) != len(self.reward_ladder) or min(answer_weights) < 0 or sum(answer_weights) <= 0
+        ):
+            raise ValueError(
+                f"answer_weights needs {len(self.reward_ladder)} non-negative weights (one per answer, best first) "
+                f"with a positive sum, got {answer_weights}"
+            )
         rng = random.Random(seed)
         cases = self._training_cases()
         rows = []
         for _ in range(num_rows):
             case = rng.choice(cases)
-            rows.append({"prompt": self.messages(case), "completion": [_assistant(rng.choice(case.category.answers))]})
+            if answer_weights is None:
+                answer = rng.choice(case.category.answers)
+            else:
+                answer = rng.choices(case.category.answers, weights=answer_weights)[0]
+            rows.append({"prompt": self.messages(case), "completion": [_assistant(answer)]})
         return rows
 
 
