@@ -20,6 +20,10 @@ BENCHMARKS = {
         "trl_spo.benchmarks.answers",
         "does SPO land on Softmax(r / alpha) on a real chat model (SmolLM2), where DPO collapses? (known answers)",
     ),
+    "frontier": (
+        "trl_spo.benchmarks.frontier",
+        "SPO and DPO against the maximum-entropy frontier of reward and entropy (reads the answers runs)",
+    ),
     "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
     "chat": (
         "trl_spo.benchmarks.chat_frontier",

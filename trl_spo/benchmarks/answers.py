@@ -52,6 +52,10 @@ import torch
 from transformers import TrainerCallback
 
 from .answers_task import (
+    SECOND_HELDOUT_CATEGORIES,
+    SECOND_HELDOUT_TEMPLATES,
+    SECOND_TRAIN_CATEGORIES,
+    SECOND_TRAIN_TEMPLATES,
     SPLITS,
     AnswersTask,
     Category,
@@ -95,6 +99,15 @@ SKEWED_REFERENCE_SETTINGS = (
     Setting("dpo", beta=0.3),
     Setting("dpo", beta=3.0),
 )
+# On the second, disjoint category set (`--categories second`): SPO at alpha = 1 with and without the KL, DPO at the
+# default run's beta = 0.1 and at the beta whose trained point matched SPO alpha = 1's expected reward on the first
+# set (beta = 1: E[r] within 0.1 of it, docs/results.md).
+SECOND_CATEGORY_SETTINGS = (
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA),
+    Setting("dpo", beta=0.1),
+    Setting("dpo", beta=1.0),
+    Setting("spo", alpha=1.0, beta=0.0),
+)
 EXTRA_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, regularizer="dataset_kl"),
@@ -104,7 +117,20 @@ SETTING_GROUPS = {
     "beta_sweep": BETA_SWEEP,
     "dpo_beta_range": DPO_BETA_RANGE,
     "skewed_reference": SKEWED_REFERENCE_SETTINGS,
+    "second_categories": SECOND_CATEGORY_SETTINGS,
     "all": DEFAULT_SETTINGS + EXTRA_SETTINGS,
+}
+
+
+# The category sets (`--categories`): the default run's, and a second, disjoint one (other categories, other templates).
+TASKS = {
+    "first": AnswersTask(),
+    "second": AnswersTask(
+        train_categories=SECOND_TRAIN_CATEGORIES,
+        heldout_categories=SECOND_HELDOUT_CATEGORIES,
+        train_templates=SECOND_TRAIN_TEMPLATES,
+        heldout_templates=SECOND_HELDOUT_TEMPLATES,
+    ),
 }
 
 
@@ -387,6 +413,13 @@ def split_rows(setting: dict, log_probs: dict, sampled: dict, task: AnswersTask,
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _categories(task: AnswersTask) -> str:
+    if task == TASKS["first"]:
+        return ""
+    nouns = ", ".join(category.noun for category in task.train_categories)
+    return f" (categories {nouns}; held out {', '.join(c.noun for c in task.heldout_categories)})"
+
+
 def _drawn(reference: ReferenceSFT) -> str:
     if reference.answer_weights is None:
         return ""
@@ -583,7 +616,8 @@ def run(
     total_seconds = time.perf_counter() - started
     plan = config.plan
     caption = (
-        f"Known answers on {'the tiny test model' if base_dir == TINY_MODEL_DIR else 'SmolLM2-135M-Instruct'}, "
+        f"Known answers on {'the tiny test model' if base_dir == TINY_MODEL_DIR else 'SmolLM2-135M-Instruct'}"
+        f"{_categories(task)}, "
         f"seed {plan.seed}: SFT reference ({config.reference.steps} steps of {config.reference.batch_size} correct "
         f"answers{_drawn(config.reference)}), then {plan.max_steps} steps of {plan.batch_size} pairs per setting from it "
         f"({config.num_pairs} Bradley-Terry pairs over {len(task.split('train'))} training prompts), learning rate "
@@ -656,6 +690,12 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default="uniform",
         help="the SFT reference: correct answers drawn uniformly, or 'skewed' (a mid-reward answer half the time)",
     )
+    parser.add_argument(
+        "--categories",
+        choices=sorted(TASKS),
+        default="first",
+        help="the category set: the default run's, or a second, disjoint one (other categories and templates)",
+    )
     parser.add_argument("--tiny", action="store_true", help="the 1 MB test model and a short run (under a minute)")
     parser.add_argument("--update_doc", default=None, help="Markdown file whose marked block receives the tables")
     parser.add_argument(
@@ -675,6 +715,10 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench answers") -> 
     config = replace(config, plan=replace(config.plan, **overrides))
     if parsed.eval_every is not None:
         config = replace(config, eval_every=parsed.eval_every)
+    if parsed.categories != "first":
+        if parsed.tiny:
+            raise ValueError("--tiny runs its own two-category task; --categories applies to the SmolLM2 run")
+        config = replace(config, task=TASKS[parsed.categories])
     if parsed.reference != "uniform":
         config = replace(
             config, reference=replace(config.reference, answer_weights=REFERENCES[parsed.reference].answer_weights)
