@@ -24,6 +24,10 @@ BENCHMARKS = {
         "trl_spo.benchmarks.frontier",
         "SPO and DPO against the maximum-entropy frontier of reward and entropy (reads the answers runs)",
     ),
+    "nary": (
+        "trl_spo.benchmarks.nary_comparison",
+        "the paper's Tables 4-5 in miniature: SPO, PL-DPO, S-DPO against Best-response SFT (reads answers_nary)",
+    ),
     "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
     "chat": (
         "trl_spo.benchmarks.chat_frontier",

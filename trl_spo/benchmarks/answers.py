@@ -108,6 +108,21 @@ SECOND_CATEGORY_SETTINGS = (
     Setting("dpo", beta=1.0),
     Setting("spo", alpha=1.0, beta=0.0),
 )
+# The paper's n-ary comparison (Tables 4-5) in miniature: rows of 4 answers ranked by Plackett-Luce on the reward, and
+# their best-of-n version (the top answer only). SPO on rankings at alpha = 1 and at a sharper alpha, SPO on best-of-n;
+# PL-DPO on the rankings and S-DPO on best-of-n at TRL's beta = 0.1 and at beta = 1, where DPO's fixed point matched
+# SPO alpha = 1's expected reward on pairs (the frontier comparison); Best-response SFT, the baseline of the paper's
+# win rates, last (the report reads every other policy against it).
+NARY_SETTINGS = (
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
+    Setting("spo", alpha=0.5, beta=DEFAULT_BETA, data="rankings"),
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="best_of_n"),
+    Setting("pl_dpo", beta=1.0, data="rankings"),
+    Setting("s_dpo", beta=1.0, data="best_of_n"),
+    Setting("pl_dpo", beta=0.1, data="rankings"),
+    Setting("s_dpo", beta=0.1, data="best_of_n"),
+    Setting("br_sft", beta=0.0, data="best_of_n"),
+)
 EXTRA_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, regularizer="dataset_kl"),
@@ -118,6 +133,7 @@ SETTING_GROUPS = {
     "dpo_beta_range": DPO_BETA_RANGE,
     "skewed_reference": SKEWED_REFERENCE_SETTINGS,
     "second_categories": SECOND_CATEGORY_SETTINGS,
+    "nary": NARY_SETTINGS,
     "all": DEFAULT_SETTINGS + EXTRA_SETTINGS,
 }
 
@@ -306,6 +322,20 @@ def build_reference(base_dir: Path, config: AnswersConfig, cache_dir: Path | Non
 # ---------------------------------------------------------------------------------------------------------------------
 # Measuring a policy
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def best_of_n_row(ranking_row: dict) -> dict:
+    """A ranking row as best-of-n data: the same answers, only the top one labelled (the paper's Appendix F)."""
+    return {
+        "prompt": ranking_row["prompt"],
+        "completions": ranking_row["completions"],
+        "best_index": ranking_row["ranking"][0],
+    }
+
+
+def best_response_row(ranking_row: dict) -> dict:
+    """A ranking row as Best-response SFT data: the prompt and its top-ranked answer."""
+    return {"prompt": ranking_row["prompt"], "completion": ranking_row["completions"][ranking_row["ranking"][0]]}
 
 
 def target_alpha(setting: dict) -> float:
@@ -568,11 +598,13 @@ def run(
     # What these pairs say, whoever learns from them: their own Bradley-Terry fit's distance from Softmax(r / alpha).
     alphas = sorted({1.0} | {setting.alpha for setting in config.settings if setting.method == "spo"})
     floor = {str(alpha): {by: data_floor(task, pairs, alpha, by) for by in ("category", "prompt")} for alpha in alphas}
+    rankings = task.rankings(config.num_rankings, config.plan.ranking_size, seed=config.plan.seed + 1)
     datasets = {
         "pairs": Dataset.from_list(pairs),
-        "rankings": Dataset.from_list(
-            task.rankings(config.num_rankings, config.plan.ranking_size, seed=config.plan.seed + 1)
-        ),
+        "rankings": Dataset.from_list(rankings),
+        # The same rows with the top answer only labelled (Eq. 14's data), and that answer alone for Best-response SFT.
+        "best_of_n": Dataset.from_list([best_of_n_row(row) for row in rankings]),
+        "best_response": Dataset.from_list([best_response_row(row) for row in rankings]),
     }
     results, rows, run_seconds = [], [], []
     for index, setting in enumerate(config.settings):
@@ -585,7 +617,7 @@ def run(
                 setting,
                 config.plan,
                 str(reference_dir),
-                datasets[setting.data],
+                datasets["best_response" if setting.method == "br_sft" else setting.data],
                 tokenizer,
                 scratch,
                 callbacks=[tracker, progress],
