@@ -55,7 +55,7 @@ torch.save = slow_save
 sys.argv = ["spo", *sys.argv[2:]]
 runpy.run_module("trl_spo.scripts.spo", run_name="__main__")
 """
-SAVE_DELAY = 0.25  # seconds per torch.save: each checkpoint stays partial for at least 5 x 0.25 s
+SAVE_DELAY = 0.1  # seconds per torch.save: each checkpoint stays partial for at least 5 x 0.1 s
 MAX_STEPS = 8
 
 
@@ -163,7 +163,7 @@ def test_sigkill_at_many_moments_then_the_same_command_ends_where_an_uninterrupt
     output_dir = tmp_path / "job"
     # Kill once the run has written this many more paths: a few land between checkpoints (right after one got its
     # name, since publishing shows its files under a new path at once), most inside a checkpoint's slowed writes.
-    kill_after_new_files = [2, 5, 9, 14, 4, 7]
+    kill_after_new_files = [2, 5, 9, 14, 6]
     kills_inside_a_write = 0
     for new_files in kill_after_new_files:
         process = start(output_dir)
@@ -177,6 +177,7 @@ def test_sigkill_at_many_moments_then_the_same_command_ends_where_an_uninterrupt
         if latest:
             assert (latest[-1] / "trainer_state.json").exists() and (latest[-1] / "spo_state_rank0.pt").exists()
     assert kills_inside_a_write >= 3, f"only {kills_inside_a_write} kills landed inside a checkpoint write"
+    print(f"\n{len(kill_after_new_files)} SIGKILLs, {kills_inside_a_write} inside a checkpoint write")  # noqa: T201
     process = start(output_dir)
     output = finish(process)
     assert process.returncode == 0, output
@@ -307,3 +308,74 @@ def test_a_checkpoint_gets_its_name_only_once_whole_and_rotation_keeps_the_last_
     assert seen_while_writing == [[], ["checkpoint-2"], ["checkpoint-4"]]
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-6"]
     assert not (output_dir / STAGING_DIR).exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two processes under `accelerate launch`
+
+
+def launch_command(output_dir: Path, config: str) -> list[str]:
+    import socket
+
+    with socket.socket() as probe:  # a rendezvous port that is free now (see tests/test_distributed.py)
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    configs = REPO_ROOT / "recipes" / "accelerate_configs"
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(configs / f"{config}.yaml")),
+        *("--num_processes", "2", "--main_process_port", port, "--mixed_precision", "no", "-m", "trl_spo.scripts.spo"),
+        *command(output_dir, save_delay=0.0)[4:],
+        *("--per_device_train_batch_size", "8"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["multi_gpu", "zero3"])
+def test_sigterm_stops_every_rank_with_a_whole_checkpoint_and_the_same_command_resumes(tmp_path, config):
+    if config.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+    def launch(output_dir):
+        # A session of its own: the test signals every process of the job, as a scheduler does.
+        return subprocess.Popen(
+            launch_command(output_dir, config),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    uninterrupted = tmp_path / "uninterrupted"
+    process = launch(uninterrupted)
+    output = finish(process)
+    assert process.returncode == 0, output
+
+    job = tmp_path / "job"
+    process = launch(job)
+    while not (job / "checkpoint-2").exists():
+        assert process.poll() is None, finish(process)
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGTERM)
+    output = finish(process)
+    # The launcher itself got the signal: torchrun forwards it, waits for the ranks, and exits 128 + SIGTERM.
+    assert process.returncode in (RESUMABLE_EXIT_STATUS, 128 + signal.SIGTERM, 1), output
+    stop_lines = [line for line in output.splitlines() if "stopped by SIGTERM after step" in line]
+    assert sorted(line.split("(rank ")[1][0] for line in stop_lines) == ["0", "1"], output
+    steps = {int(line.split("after step ")[1].split()[0]) for line in stop_lines}
+    assert len(steps) == 1, f"the ranks stopped at different steps: {stop_lines}"  # they agree through the trigger
+    (step,) = steps
+    assert step < MAX_STEPS
+    assert find_resume_checkpoint(str(job), "spo_state_rank{rank}.pt") == (str(job / f"checkpoint-{step}"), [])
+    assert {p.name for p in (job / f"checkpoint-{step}").glob("spo_state_rank*.pt")} == {
+        "spo_state_rank0.pt",
+        "spo_state_rank1.pt",
+    }
+
+    process = launch(job)
+    output = finish(process)
+    assert process.returncode == 0, output
+    assert f"Resuming from {job / f'checkpoint-{step}'}" in output, output
+    assert_same_weights(job, final_weights(uninterrupted))

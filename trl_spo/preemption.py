@@ -92,7 +92,7 @@ class StopOnSigterm(TrainerCallback):
 
     def stop_message(self, checkpoint: str) -> str:
         return (
-            f"trl-spo (rank {self.accelerator.process_index}, pid {os.getpid()}): stopped by SIGTERM after step "
+            f"SPOTrainer (rank {self.accelerator.process_index}, pid {os.getpid()}): stopped by SIGTERM after step "
             f"{self.stopped_at_step} to be resumed from {checkpoint}; run the same command again to continue "
             f"(exit status {RESUMABLE_EXIT_STATUS})."
         )

@@ -460,7 +460,7 @@ class SPOTrainer(DPOTrainer):
           checkpoint in `output_dir`, skipping partial ones (saying so), and starts from scratch when there is none
           instead of failing: the same command restarts a killed job.
         - A SIGTERM finishes the current optimizer step, writes a whole checkpoint and raises
-          [`~trl_spo.preemption.StoppedToResume`], a `SystemExit` with status 75, after a one-line message.
+          `StoppedToResume` (in `preemption.py`), a `SystemExit` with status 75, after a one-line message.
         """
         resume_from_checkpoint = resolve_resume(resume_from_checkpoint) or None
         if resume_from_checkpoint is True:
@@ -499,7 +499,7 @@ class SPOTrainer(DPOTrainer):
     def _save_checkpoint(self, model, trial):
         """
         Transformers' checkpoint plus the KL sampler's state, written into the staging folder and renamed to
-        `checkpoint-N` once every rank has written its part (see `trl_spo.checkpoints`); older checkpoints are rotated
+        `checkpoint-N` once every rank has written its part (see `checkpoints.py`); older checkpoints are rotated
         out (`save_total_limit`) only after that.
         """
         self._raise_if_diverged()  # a checkpoint of non-finite weights is never written
