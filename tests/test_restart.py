@@ -379,3 +379,42 @@ def test_sigterm_stops_every_rank_with_a_whole_checkpoint_and_the_same_command_r
     assert process.returncode == 0, output
     assert f"Resuming from {job / f'checkpoint-{step}'}" in output, output
     assert_same_weights(job, final_weights(uninterrupted))
+
+
+def test_the_best_checkpoint_is_recorded_under_its_published_name(
+    tmp_path, tiny_model_path, standard_preference_dataset
+):
+    # transformers records `best_model_checkpoint` where it writes, which is the staging folder; with
+    # `save_total_limit=1` a wrong record would let rotation delete the best checkpoint, or make
+    # `load_best_model_at_end` read a folder that no longer exists.
+    output_dir = tmp_path / "run"
+    args = make_args(
+        output_dir,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        greater_is_better=True,  # the later checkpoint is not always the best: rotation must keep both
+    )
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=args,
+        train_dataset=standard_preference_dataset,
+        eval_dataset=standard_preference_dataset,
+    )
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best in (str(output_dir / "checkpoint-2"), str(output_dir / "checkpoint-4")), best
+    assert os.path.isdir(best)
+    import json
+
+    # At the end, with `save_total_limit=1`, transformers keeps the best checkpoint only. It became the best when it
+    # was written, so its own trainer state records it: under its published name, not the staging folder.
+    remaining = sorted(output_dir.glob("checkpoint-*"))
+    assert [str(p) for p in remaining] == [best]
+    recorded = json.loads((remaining[0] / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert recorded == best
