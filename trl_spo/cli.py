@@ -176,6 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch_command(launch_command_parser().parse_args(launch_args + [str(script)] + training_args))
     except (subprocess.CalledProcessError, ChildFailedError) as error:
+        from .preemption import RESUMABLE_EXIT_STATUS
+
+        if isinstance(error, subprocess.CalledProcessError):
+            statuses = {error.returncode}
+        else:  # torchrun: one status per failed rank
+            statuses = {failure.exitcode for failure in error.failures.values()}
+        if statuses == {RESUMABLE_EXIT_STATUS}:
+            # Every rank stopped on a SIGTERM after a whole checkpoint: a requeue script tests this status.
+            print(
+                f"trl-spo: stopped to be resumed (exit status {RESUMABLE_EXIT_STATUS}): run the same command again.",
+                file=sys.stderr,
+            )
+            return RESUMABLE_EXIT_STATUS
         # The training processes printed their own tracebacks; the launcher's traceback would only bury them.
         status = error.returncode if isinstance(error, subprocess.CalledProcessError) else 1
         print(f"trl-spo: error: training failed (exit status {status}); its error is above.", file=sys.stderr)
