@@ -27,6 +27,7 @@ from trl_spo.benchmarks.frontier import (
     expected_reward,
     frontier_entropy,
     frontier_summary,
+    headlines,
     kl_divergence,
     matched_comparisons,
     report,
@@ -190,3 +191,25 @@ def test_matched_comparisons_ignore_spo_without_the_kl_and_far_rewards():
         {**row, "method": "spo", "name": "SPO α=2 β=0.1", "beta": 0.1, "expected_reward": 0.5},
     ]
     assert matched_comparisons(rows) == []
+
+
+def test_headlines_say_the_comparison_either_way():
+    match = {
+        "reference": "uniform",
+        "categories": "first",
+        "split": "train",
+        "spo": "SPO α=1 β=0.1",
+        "dpo": "DPO β=1",
+        "spo_expected_reward": 0.884,
+        "dpo_expected_reward": 0.851,
+        "entropy_gap": 0.061,
+        "deficit_gap": 0.0449,
+    }
+    (sentence,) = headlines([match, {**match, "split": "heldout_template"}])
+    assert "E[r] 0.88" in sentence and "closest: 0.85" in sentence
+    assert (
+        "SPO's entropy is 0.06 nats more than DPO's; DPO's entropy deficit to the frontier exceeds SPO's by 0.045"
+        in sentence
+    )
+    (reverse,) = headlines([{**match, "entropy_gap": -0.02, "deficit_gap": -0.01}])
+    assert "0.02 nats less than DPO's; SPO's entropy deficit to the frontier exceeds DPO's by 0.010" in reverse

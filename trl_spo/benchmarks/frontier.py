@@ -195,6 +195,30 @@ def matched_comparisons(
     return matches
 
 
+REFERENCE_NAMES = {"uniform": "the uniform SFT reference", "skewed": "the skewed SFT reference"}
+CATEGORY_NAMES = {"first": "the first category set", "second": "the second category set"}
+
+
+def headlines(matches: list[dict], split: str = "train") -> list[str]:
+    """
+    One sentence per reference and category set, on `split`: the fair comparison as measured, for the docs' headline.
+    Where several SPO rows found a match, the one whose rewards are closest speaks.
+    """
+    sentences = []
+    for key in sorted({(m["reference"], m["categories"]) for m in matches if m["split"] == split}):
+        group = [m for m in matches if (m["reference"], m["categories"]) == key and m["split"] == split]
+        m = min(group, key=lambda m: abs(m["spo_expected_reward"] - m["dpo_expected_reward"]))
+        direction = "more" if m["entropy_gap"] >= 0 else "less"
+        sentences.append(
+            f"From {REFERENCE_NAMES[key[0]]} ({CATEGORY_NAMES[key[1]]}, {SPLIT_NAMES[split]}), at matched expected "
+            f"reward ({m['spo']}: E[r] {m['spo_expected_reward']:.2f}; {m['dpo']}, the DPO β whose trained reward is "
+            f"closest: {m['dpo_expected_reward']:.2f}), SPO's entropy is {abs(m['entropy_gap']):.2f} nats {direction} "
+            f"than DPO's; {'DPO' if m['deficit_gap'] >= 0 else 'SPO'}'s entropy deficit to the frontier exceeds "
+            f"{'SPO' if m['deficit_gap'] >= 0 else 'DPO'}'s by {abs(m['deficit_gap']):.3f} nats."
+        )
+    return sentences
+
+
 def dpo_curve(reference_log_probs: torch.Tensor, rewards: torch.Tensor, betas) -> list[dict]:
     """DPO's fixed point over a beta grid: `(beta, E[r], entropy, KL to the reference)` means over prompts."""
     points = []
@@ -335,6 +359,7 @@ def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.f
     if rewards is None:
         raise FileNotFoundError(f"none of {[f'{s}.json' for s in SOURCES]} is in {results_dir}")
     matches = matched_comparisons(rows)
+    summary = headlines(matches)
     caption = (
         "Every trained policy of `bench answers` against the maximum-entropy frontier, per prompt then averaged, "
         "of the policy conditioned on each prompt's answer set; the deficit is the frontier's entropy at the "
@@ -348,7 +373,7 @@ def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.f
     block = (
         f"{caption}\n\n{tables}\n**At matched expected reward** (each SPO row with the KL beside the DPO row of the "
         "same reference, categories and split whose E[r] is closest, when within 0.1; training prompts and held-out "
-        "template):\n\n" + matched_table(matches)
+        "template):\n\n" + matched_table(matches) + "".join(f"\n{sentence}\n" for sentence in summary)
     )
     figure = results_dir / "frontier.png"
     plot(rows, curves, rewards, figure)
@@ -357,6 +382,7 @@ def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.f
         "sources": read,
         "rows": rows,
         "matched": matches,
+        "headlines": summary,
         "dpo_curves": {f"{reference}/{categories}": curve for (reference, categories), curve in curves.items()},
         "table": block,
         "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest(),
