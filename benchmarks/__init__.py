@@ -12,22 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Benchmarks that ship with the package, run by `trl-spo bench <name>`."""
+"""
+SPO against DPO, measured: the benchmarks of the repository, outside the installed package (`trl_spo/`).
 
-# Name -> (module with a `main(argv, prog)`, what it measures). Modules are imported only when their benchmark runs.
+They run from a checkout, at its root, with the package installed (`pip install -e ".[dev]"`), one command each:
+`python -m benchmarks.NAME [options]` (`--help` lists a benchmark's options; `python -m benchmarks` lists them all).
+docs/benchmarks.md says what each measures and docs/results.md what they found. They import `trl_spo`; nothing in
+`trl_spo` imports them.
+"""
+
+# Module -> what it measures: the benchmarks a user runs (the other modules are their shared parts).
 BENCHMARKS = {
-    "answers": (
-        "trl_spo.benchmarks.answers",
-        "does SPO land on Softmax(r / alpha) on a real chat model (SmolLM2), where DPO collapses? (known answers)",
-    ),
-    "expert": ("trl_spo.benchmarks.expert_distribution", "does SPO land on Softmax(r / alpha)? (known-answer task)"),
-    "chat": (
-        "trl_spo.benchmarks.chat_frontier",
-        "SPO vs DPO on an open-ended chat task at a CPU budget (SmolLM2): inconclusive",
-    ),
-    "step_cost": ("trl_spo.benchmarks.step_cost", "time and peak memory of an SPO step against a DPO step"),
-    "pair_weights": (
-        "trl_spo.benchmarks.pair_weights",
-        "before training: Eq. 8's pair weights on your pairs for each alpha (choosing alpha)",
-    ),
+    "answers": "does SPO land on Softmax(r / alpha) on a real chat model (SmolLM2), where DPO collapses? (known answers)",
+    "expert_distribution": "does SPO land on Softmax(r / alpha)? (known-answer task, tiny model)",
+    "chat_frontier": "SPO vs DPO on an open-ended chat task at a CPU budget (SmolLM2): inconclusive",
+    "step_cost": "time and peak memory of an SPO step against a DPO step (`--preset gpu` on a GPU)",
 }

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from trl_spo.benchmarks.answers import (
+from benchmarks.answers import (
     TINY_MODEL_DIR,
     AnswersConfig,
     markdown_tables,
     run,
     tiny_config,
 )
-from trl_spo.benchmarks.answers_task import (
+from benchmarks.answers_task import (
     REWARD_LADDER,
     SPLITS,
     AnswersTask,
@@ -41,7 +41,7 @@ from trl_spo.benchmarks.answers_task import (
     encode_cases,
     entropy,
 )
-from trl_spo.benchmarks.harness import Setting, TrainingPlan, select_settings, training_arguments
+from benchmarks.harness import Setting, TrainingPlan, select_settings, training_arguments
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -279,7 +279,7 @@ def test_tiny_run_trains_the_requested_extra_settings(tmp_path):
     """`--settings all` adds SPO on rankings (Eq. 15) and the dataset-KL ablation (Table 6): both train and report."""
     from dataclasses import replace
 
-    from trl_spo.benchmarks.answers import EXTRA_SETTINGS
+    from benchmarks.answers import EXTRA_SETTINGS
 
     config = tiny_config()
     config = replace(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_spo.benchmarks.chat_frontier import (
+from benchmarks.chat_frontier import (
     DEFAULT_SETTINGS,
     caption_for,
     main,
@@ -32,7 +32,7 @@ from trl_spo.benchmarks.chat_frontier import (
     recompute_rows,
     rerender,
 )
-from trl_spo.benchmarks.chat_task import read_jsonl
+from benchmarks.chat_task import read_jsonl
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,14 +23,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trl_spo.benchmarks.expert_distribution import (
+from benchmarks.expert_distribution import (
     BenchmarkConfig,
     Setting,
     markdown_table,
     run,
     summarize_setting,
 )
-from trl_spo.benchmarks.expert_task import (
+from benchmarks.expert_task import (
     PROMPT,
     ExpertTask,
     build_reference_model,
@@ -42,7 +42,7 @@ from trl_spo.benchmarks.expert_task import (
     response_token_ids,
     total_variation,
 )
-from trl_spo.benchmarks.reporting import ProgressPrinter, update_doc
+from benchmarks.reporting import ProgressPrinter, update_doc
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

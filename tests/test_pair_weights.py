@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`trl-spo bench pair_weights`: Eq. 8's gradient weight on a dataset's pairs, before training."""
+"""`trl-spo pair_weights`: Eq. 8's gradient weight on a dataset's pairs, before training."""
 
 import json
 import math
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trl_spo.benchmarks.pair_weights import completion_ids, main, pair_weight, weight_profile
 from trl_spo.losses import spo_pairwise_loss
+from trl_spo.pair_weights import completion_ids, main, pair_weight, weight_profile
 
 
 TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "model"
