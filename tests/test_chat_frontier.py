@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-`trl-spo bench chat`'s committed results: the table in docs/results.md, the JSON, the figure and the evaluated answers
+`benchmarks.chat_frontier`'s committed results: the table in docs/results.md, the JSON, the figure and the evaluated answers
 are one run, and `--rerender_from` rebuilds them from the answers without training (nothing here trains).
 """
 

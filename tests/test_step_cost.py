@@ -49,7 +49,9 @@ def test_table_has_a_row_per_baseline_and_goes_into_the_docs(tmp_path):
         spo, baseline = float(cells[5]), float(cells[4])
         assert (spo - 5e-4) / (baseline + 5e-4) - 5e-3 <= ratio <= (spo + 5e-4) / (baseline - 5e-4) + 5e-3
         assert cells[-1] in ("yes", "no") and cells[11] != "—"  # the tensor peak is measured on a CPU too
-    assert "SPO vs DPO, cost per optimizer step on CPU (`python -m benchmarks.step_cost" in text and "- machine:" in text
+    assert (
+        "SPO vs DPO, cost per optimizer step on CPU (`python -m benchmarks.step_cost" in text and "- machine:" in text
+    )
 
 
 def test_a_model_config_needs_a_model_path():
