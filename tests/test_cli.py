@@ -239,6 +239,7 @@ def test_help_says_how_to_run_and_lists_spo_fields_first(capsys):
     spo_group, training_group = help_text.index("SPO (SPOConfig's own fields"), help_text.index("training (DPOConfig")
     for name in ("--beta", "--alpha", "--gamma", "--generation_interval", "--kl_batch_size"):
         assert spo_group < help_text.index(f"  {name} ") < training_group, name
+    assert "trl-spo pair_weights --model" in help_text[spo_group:training_group]  # where alpha is chosen
     # Every DPO field SPOConfig refuses is in the last group, marked.
     refused_at = help_text.index("DPO options that SPOConfig refuses")
     for name in ("loss_type", "precompute_ref_log_probs", "f_divergence_type", "sync_ref_model", "use_weighting"):

@@ -196,7 +196,14 @@ def _group_help(parser: argparse.ArgumentParser, dataclass_types: tuple) -> None
     script, training, model, mixture = ({f.name for f in fields(cls)} for cls in dataclass_types)
     spo = {"beta", *SPO_FIELDS}  # beta is DPOConfig's field with SPO's meaning
     groups = [
-        (parser.add_argument_group("SPO (SPOConfig's own fields; beta is the weight of the global KL)"), spo),
+        (
+            parser.add_argument_group(
+                "SPO (SPOConfig's own fields; beta is the weight of the global KL)",
+                "Pick alpha before training: `trl-spo pair_weights --model MODEL --dataset PAIRS` prints the pair "
+                "weight each alpha gives your pairs (docs/choosing_alpha.md).",
+            ),
+            spo,
+        ),
         (parser.add_argument_group("training (DPOConfig and transformers.TrainingArguments)"), training),
         (parser.add_argument_group("model (trl.ModelConfig)"), model),
         (parser.add_argument_group("dataset (trl.ScriptArguments)"), script),
