@@ -24,6 +24,9 @@ docs/benchmarks.md says what each measures and docs/results.md what they found. 
 # Module -> what it measures: the benchmarks a user runs (the other modules are their shared parts).
 BENCHMARKS = {
     "answers": "does SPO land on Softmax(r / alpha) on a real chat model (SmolLM2), where DPO collapses? (known answers)",
+    "frontier": "SPO and DPO against the maximum-entropy frontier of reward and entropy (reads the answers runs)",
+    "nary_comparison": "the paper's Tables 4-5 in miniature: SPO, PL-DPO, S-DPO against Best-response SFT (reads "
+    "answers_nary)",
     "expert_distribution": "does SPO land on Softmax(r / alpha)? (known-answer task, tiny model)",
     "chat_frontier": "SPO vs DPO on an open-ended chat task at a CPU budget (SmolLM2): inconclusive",
     "step_cost": "time and peak memory of an SPO step against a DPO step (`--preset gpu` on a GPU)",

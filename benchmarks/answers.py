@@ -52,6 +52,10 @@ import torch
 from transformers import TrainerCallback
 
 from .answers_task import (
+    SECOND_HELDOUT_CATEGORIES,
+    SECOND_HELDOUT_TEMPLATES,
+    SECOND_TRAIN_CATEGORIES,
+    SECOND_TRAIN_TEMPLATES,
     SPLITS,
     AnswersTask,
     Category,
@@ -95,6 +99,30 @@ SKEWED_REFERENCE_SETTINGS = (
     Setting("dpo", beta=0.3),
     Setting("dpo", beta=3.0),
 )
+# On the second, disjoint category set (`--categories second`): SPO at alpha = 1 with and without the KL, DPO at the
+# default run's beta = 0.1 and at the beta whose trained point matched SPO alpha = 1's expected reward on the first
+# set (beta = 1: E[r] within 0.1 of it, docs/results.md).
+SECOND_CATEGORY_SETTINGS = (
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA),
+    Setting("dpo", beta=0.1),
+    Setting("dpo", beta=1.0),
+    Setting("spo", alpha=1.0, beta=0.0),
+)
+# The paper's n-ary comparison (Tables 4-5) in miniature: rows of 4 answers ranked by Plackett-Luce on the reward, and
+# their best-of-n version (the top answer only). SPO on rankings at alpha = 1 and at a sharper alpha, SPO on best-of-n;
+# PL-DPO on the rankings and S-DPO on best-of-n at TRL's beta = 0.1 and at beta = 1, where DPO's fixed point matched
+# SPO alpha = 1's expected reward on pairs (the frontier comparison); Best-response SFT, the baseline of the paper's
+# win rates, last (the report reads every other policy against it).
+NARY_SETTINGS = (
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
+    Setting("spo", alpha=0.5, beta=DEFAULT_BETA, data="rankings"),
+    Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="best_of_n"),
+    Setting("pl_dpo", beta=1.0, data="rankings"),
+    Setting("s_dpo", beta=1.0, data="best_of_n"),
+    Setting("pl_dpo", beta=0.1, data="rankings"),
+    Setting("s_dpo", beta=0.1, data="best_of_n"),
+    Setting("br_sft", beta=0.0, data="best_of_n"),
+)
 EXTRA_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, regularizer="dataset_kl"),
@@ -104,7 +132,21 @@ SETTING_GROUPS = {
     "beta_sweep": BETA_SWEEP,
     "dpo_beta_range": DPO_BETA_RANGE,
     "skewed_reference": SKEWED_REFERENCE_SETTINGS,
+    "second_categories": SECOND_CATEGORY_SETTINGS,
+    "nary": NARY_SETTINGS,
     "all": DEFAULT_SETTINGS + EXTRA_SETTINGS,
+}
+
+
+# The category sets (`--categories`): the default run's, and a second, disjoint one (other categories, other templates).
+TASKS = {
+    "first": AnswersTask(),
+    "second": AnswersTask(
+        train_categories=SECOND_TRAIN_CATEGORIES,
+        heldout_categories=SECOND_HELDOUT_CATEGORIES,
+        train_templates=SECOND_TRAIN_TEMPLATES,
+        heldout_templates=SECOND_HELDOUT_TEMPLATES,
+    ),
 }
 
 
@@ -282,6 +324,20 @@ def build_reference(base_dir: Path, config: AnswersConfig, cache_dir: Path | Non
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def best_of_n_row(ranking_row: dict) -> dict:
+    """A ranking row as best-of-n data: the same answers, only the top one labelled (the paper's Appendix F)."""
+    return {
+        "prompt": ranking_row["prompt"],
+        "completions": ranking_row["completions"],
+        "best_index": ranking_row["ranking"][0],
+    }
+
+
+def best_response_row(ranking_row: dict) -> dict:
+    """A ranking row as Best-response SFT data: the prompt and its top-ranked answer."""
+    return {"prompt": ranking_row["prompt"], "completion": ranking_row["completions"][ranking_row["ranking"][0]]}
+
+
 def target_alpha(setting: dict) -> float:
     """The alpha of a setting's target: SPO's own (Theorem 1); DPO's fixed point is the argmax, alpha = 0."""
     return setting["alpha"] if setting["method"] == "spo" else 0.0
@@ -385,6 +441,13 @@ def split_rows(setting: dict, log_probs: dict, sampled: dict, task: AnswersTask,
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _categories(task: AnswersTask) -> str:
+    if task == TASKS["first"]:
+        return ""
+    nouns = ", ".join(category.noun for category in task.train_categories)
+    return f" (categories {nouns}; held out {', '.join(c.noun for c in task.heldout_categories)})"
 
 
 def _drawn(reference: ReferenceSFT) -> str:
@@ -535,11 +598,13 @@ def run(
     # What these pairs say, whoever learns from them: their own Bradley-Terry fit's distance from Softmax(r / alpha).
     alphas = sorted({1.0} | {setting.alpha for setting in config.settings if setting.method == "spo"})
     floor = {str(alpha): {by: data_floor(task, pairs, alpha, by) for by in ("category", "prompt")} for alpha in alphas}
+    rankings = task.rankings(config.num_rankings, config.plan.ranking_size, seed=config.plan.seed + 1)
     datasets = {
         "pairs": Dataset.from_list(pairs),
-        "rankings": Dataset.from_list(
-            task.rankings(config.num_rankings, config.plan.ranking_size, seed=config.plan.seed + 1)
-        ),
+        "rankings": Dataset.from_list(rankings),
+        # The same rows with the top answer only labelled (Eq. 14's data), and that answer alone for Best-response SFT.
+        "best_of_n": Dataset.from_list([best_of_n_row(row) for row in rankings]),
+        "best_response": Dataset.from_list([best_response_row(row) for row in rankings]),
     }
     results, rows, run_seconds = [], [], []
     for index, setting in enumerate(config.settings):
@@ -552,7 +617,7 @@ def run(
                 setting,
                 config.plan,
                 str(reference_dir),
-                datasets[setting.data],
+                datasets["best_response" if setting.method == "br_sft" else setting.data],
                 tokenizer,
                 scratch,
                 callbacks=[tracker, progress],
@@ -583,7 +648,8 @@ def run(
     total_seconds = time.perf_counter() - started
     plan = config.plan
     caption = (
-        f"Known answers on {'the tiny test model' if base_dir == TINY_MODEL_DIR else 'SmolLM2-135M-Instruct'}, "
+        f"Known answers on {'the tiny test model' if base_dir == TINY_MODEL_DIR else 'SmolLM2-135M-Instruct'}"
+        f"{_categories(task)}, "
         f"seed {plan.seed}: SFT reference ({config.reference.steps} steps of {config.reference.batch_size} correct "
         f"answers{_drawn(config.reference)}), then {plan.max_steps} steps of {plan.batch_size} pairs per setting from it "
         f"({config.num_pairs} Bradley-Terry pairs over {len(task.split('train'))} training prompts), learning rate "
@@ -656,6 +722,12 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default="uniform",
         help="the SFT reference: correct answers drawn uniformly, or 'skewed' (a mid-reward answer half the time)",
     )
+    parser.add_argument(
+        "--categories",
+        choices=sorted(TASKS),
+        default="first",
+        help="the category set: the default run's, or a second, disjoint one (other categories and templates)",
+    )
     parser.add_argument("--tiny", action="store_true", help="the 1 MB test model and a short run (under a minute)")
     parser.add_argument("--update_doc", default=None, help="Markdown file whose marked block receives the tables")
     parser.add_argument(
@@ -675,6 +747,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.answer
     config = replace(config, plan=replace(config.plan, **overrides))
     if parsed.eval_every is not None:
         config = replace(config, eval_every=parsed.eval_every)
+    if parsed.categories != "first":
+        if parsed.tiny:
+            raise ValueError("--tiny runs its own two-category task; --categories applies to the SmolLM2 run")
+        config = replace(config, task=TASKS[parsed.categories])
     if parsed.reference != "uniform":
         config = replace(
             config, reference=replace(config.reference, answer_weights=REFERENCES[parsed.reference].answer_weights)

@@ -82,6 +82,23 @@ HELDOUT_CATEGORIES = (
 TRAIN_TEMPLATES = ("Name a {noun}.", "Give me one {noun}.", "Tell me a {noun}, just one.")
 HELDOUT_TEMPLATES = ("Which {noun} comes to mind first?",)
 
+# A second, disjoint set of categories and templates: whether a statement about mass, collapse or the frontier holds
+# beyond one choice of words. Orders again arbitrary, best first.
+SECOND_TRAIN_CATEGORIES = (
+    Category("tree", ("Willow", "Cedar", "Oak", "Birch", "Pine", "Maple")),
+    Category("flower", ("Orchid", "Daisy", "Tulip", "Rose", "Lily", "Sunflower")),
+    Category("bird", ("Parrot", "Owl", "Crow", "Eagle", "Robin", "Sparrow")),
+    Category("country", ("Canada", "Egypt", "Japan", "India", "France", "Brazil")),
+    Category("gemstone", ("Opal", "Ruby", "Pearl", "Diamond", "Sapphire", "Emerald")),
+    Category("car brand", ("Honda", "Audi", "Tesla", "Ford", "Toyota", "BMW")),
+)
+SECOND_HELDOUT_CATEGORIES = (
+    Category("drink", ("Milk", "Juice", "Tea", "Water", "Coffee", "Soda")),
+    Category("shape", ("Oval", "Triangle", "Hexagon", "Square", "Circle", "Rectangle")),
+)
+SECOND_TRAIN_TEMPLATES = ("What is one {noun}?", "Say a {noun}.", "Pick any {noun}.")
+SECOND_HELDOUT_TEMPLATES = ("Can you think of a {noun}?",)
+
 
 @dataclass(frozen=True)
 class PromptCase:

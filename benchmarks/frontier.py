@@ -104,3 +104,285 @@ def frontier_summary(log_probs: torch.Tensor, reference_log_probs: torch.Tensor,
         "kl_to_reference": kl_divergence(conditional, reference).mean().item(),
         "mass": log_probs.logsumexp(-1).exp().mean().item(),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The report: every trained policy of `bench answers` placed against the frontier
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The runs the report reads, in this order (a missing file is skipped and said so): the default run and the beta
+# sweep (SPO's alpha grid, DPO at beta 0.1 and 0.01), DPO's larger betas, the skewed reference, the second category set.
+SOURCES = ("answers", "answers_beta_sweep", "answers_dpo_beta", "answers_skewed", "answers_second")
+SPLIT_NAMES = {
+    "train": "training prompts",
+    "heldout_template": "held-out template",
+    "heldout_category": "held-out categories",
+}
+
+
+def describe_run(payload: dict) -> tuple[str, str]:
+    """`(reference, categories)` of a run from its stored config: `uniform`/`skewed` and `first`/`second`."""
+    weights = payload["config"]["reference"].get("answer_weights")
+    reference = "uniform" if weights is None or len(set(weights)) == 1 else "skewed"
+    nouns = [category["noun"] for category in payload["config"]["task"]["train_categories"]]
+    return reference, "first" if "colour" in nouns else "second"
+
+
+def run_rows(payload: dict, source: str) -> list[dict]:
+    """The frontier rows of one run's JSON: its SFT reference and every trained policy, per split."""
+    from .answers_task import SPLITS
+
+    rewards = torch.tensor(payload["config"]["task"]["reward_ladder"], dtype=torch.float64)
+    reference_kind, categories = describe_run(payload)
+    reference = {
+        split: torch.tensor(payload["reference"]["SFT reference"]["log_probs"][split], dtype=torch.float64)
+        for split in SPLITS
+    }
+    common = {"source": source, "reference": reference_kind, "categories": categories}
+    rows = []
+    for split in SPLITS:
+        rows.append(
+            {**common, "name": "SFT reference", "method": "reference", "alpha": None, "beta": None, "split": split}
+            | frontier_summary(reference[split], reference[split], rewards)
+        )
+    for run in payload["runs"]:
+        setting = run["setting"]
+        if setting["data"] != "pairs" or setting["regularizer"] not in (None, "global_kl"):
+            continue  # rankings and the dataset-KL ablation are other comparisons
+        for split in SPLITS:
+            row = {**common, **{key: setting[key] for key in ("name", "method", "alpha", "beta")}, "split": split}
+            row |= frontier_summary(torch.tensor(run["final"][split], dtype=torch.float64), reference[split], rewards)
+            if setting["method"] == "dpo":
+                fixed_point = dpo_fixed_point(reference[split], rewards, setting["beta"])
+                theory = frontier_summary(fixed_point, reference[split], rewards)
+                row["fixed_point"] = {key: theory[key] for key in ("expected_reward", "entropy", "deficit")}
+                row["fixed_point"]["kl_to_reference"] = theory["kl_to_reference"]
+            rows.append(row)
+    return rows
+
+
+def matched_comparisons(
+    rows: list[dict], tolerance: float = 0.1, splits: tuple[str, ...] = ("train", "heldout_template")
+) -> list[dict]:
+    """
+    For every SPO row (with the KL), the DPO row of the same reference, categories and split whose expected reward is
+    closest, if within `tolerance`: SPO's entropy above DPO's at matched reward, and the difference of their deficits
+    (which also corrects for the small gap between the two rewards). Held-out categories are left out by default:
+    their rewards cannot be learned from the training categories, so a match there is a coincidence.
+    """
+    matches = []
+    for spo in (row for row in rows if row["method"] == "spo" and row["beta"] > 0 and row["split"] in splits):
+        candidates = [
+            row
+            for row in rows
+            if row["method"] == "dpo" and all(row[key] == spo[key] for key in ("reference", "categories", "split"))
+        ]
+        if not candidates:
+            continue
+        dpo = min(candidates, key=lambda row: abs(row["expected_reward"] - spo["expected_reward"]))
+        if abs(dpo["expected_reward"] - spo["expected_reward"]) <= tolerance:
+            matches.append(
+                {
+                    **{key: spo[key] for key in ("reference", "categories", "split")},
+                    "spo": spo["name"],
+                    "dpo": dpo["name"],
+                    "spo_expected_reward": spo["expected_reward"],
+                    "dpo_expected_reward": dpo["expected_reward"],
+                    "entropy_gap": spo["entropy"] - dpo["entropy"],
+                    "deficit_gap": dpo["deficit"] - spo["deficit"],
+                }
+            )
+    return matches
+
+
+def dpo_curve(reference_log_probs: torch.Tensor, rewards: torch.Tensor, betas) -> list[dict]:
+    """DPO's fixed point over a beta grid: `(beta, E[r], entropy, KL to the reference)` means over prompts."""
+    points = []
+    for beta in betas:
+        summary = frontier_summary(dpo_fixed_point(reference_log_probs, rewards, beta), reference_log_probs, rewards)
+        points.append({"beta": beta, **{k: summary[k] for k in ("expected_reward", "entropy", "kl_to_reference")}})
+    return points
+
+
+def _fmt(value, digits=3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict], split: str) -> str:
+    """One split's table: every policy with its place against the frontier (and DPO's fixed point beside it)."""
+    header = (
+        "| reference / categories | policy | E[r given the set] | entropy | frontier entropy at that E[r] | deficit | "
+        "KL to the reference | π(answer set) | DPO's fixed point: E[r] / entropy / deficit |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    lines = []
+    for row in rows:
+        if row["split"] != split:
+            continue
+        theory = row.get("fixed_point")
+        fixed = (
+            f"{_fmt(theory['expected_reward'])} / {_fmt(theory['entropy'])} / {_fmt(theory['deficit'])}"
+            if theory
+            else "—"
+        )
+        lines.append(
+            f"| {row['reference']} / {row['categories']} | {row['name']} | {_fmt(row['expected_reward'])} | "
+            f"{_fmt(row['entropy'])} | {_fmt(row['frontier_entropy'])} | {_fmt(row['deficit'])} | "
+            f"{_fmt(row['kl_to_reference'])} | {_fmt(row['mass'], 2)} | {fixed} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def matched_table(matches: list[dict]) -> str:
+    header = (
+        "| reference / categories | split | SPO | DPO (β matched) | E[r] SPO / DPO | SPO's entropy above DPO's | "
+        "DPO's deficit minus SPO's |\n| --- | --- | --- | --- | ---: | ---: | ---: |\n"
+    )
+    lines = [
+        f"| {m['reference']} / {m['categories']} | {SPLIT_NAMES[m['split']]} | {m['spo']} | {m['dpo']} | "
+        f"{_fmt(m['spo_expected_reward'])} / {_fmt(m['dpo_expected_reward'])} | {_fmt(m['entropy_gap'])} | "
+        f"{_fmt(m['deficit_gap'])} |"
+        for m in matches
+    ]
+    return header + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], curves: dict, rewards: torch.Tensor, path) -> None:
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("the figure needs matplotlib: `pip install trl-spo[bench]`") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (entropy_panel, kl_panel) = plt.subplots(1, 2, figsize=(14, 5.5))
+    grid = torch.linspace(-8, 40, 400, dtype=torch.float64)
+    frontier = torch.softmax(grid[:, None] * rewards, -1)
+    entropy_panel.plot(
+        expected_reward(frontier, rewards), entropy(frontier), color="black", linewidth=1, label="frontier"
+    )
+    colours = {("uniform", "first"): "tab:blue", ("skewed", "first"): "tab:red", ("uniform", "second"): "tab:green"}
+    for (reference, categories), curve in curves.items():
+        colour = colours.get((reference, categories), "grey")
+        label = f"DPO's fixed point, {reference} reference, {categories} categories"
+        entropy_panel.plot(
+            [p["expected_reward"] for p in curve], [p["entropy"] for p in curve], "--", color=colour, label=label
+        )
+        kl_panel.plot([p["expected_reward"] for p in curve], [p["kl_to_reference"] for p in curve], "--", color=colour)
+    markers = {"spo": "o", "dpo": "s", "reference": "*"}
+    for row in rows:
+        if row["split"] != "train":
+            continue
+        colour = colours.get((row["reference"], row["categories"]), "grey")
+        marker = markers[row["method"]]
+        size = 160 if row["method"] == "reference" else 45
+        fill = colour if row["method"] != "spo" else "white"
+        for panel, y in ((entropy_panel, row["entropy"]), (kl_panel, row["kl_to_reference"])):
+            panel.scatter(row["expected_reward"], y, marker=marker, s=size, facecolor=fill, edgecolor=colour, zorder=3)
+        if row["method"] != "reference":
+            entropy_panel.annotate(
+                row["name"].replace(" β=0.1", "") if row["method"] == "spo" else row["name"],
+                (row["expected_reward"], row["entropy"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    entropy_panel.set(
+        xlabel="E[r] of π(· | x, answer set)",
+        ylabel="entropy of π(· | x, answer set) (nats)",
+        title="Reward against entropy, training prompts (circles SPO, squares DPO, stars references)",
+    )
+    entropy_panel.set_xlim(-0.1, 1.55)  # the frontier's left half (rewards below the uniform mean) holds no policy
+    entropy_panel.legend(fontsize=7, loc="lower left")
+    kl_panel.set(xlabel="E[r] of π(· | x, answer set)", ylabel="KL(π || π_ref) on the answer set (nats)")
+    kl_panel.set_title("Reward against KL to the reference (dashed: DPO's fixed points)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier", log=print) -> dict:
+    """
+    Reads the runs in `results_dir` (`SOURCES`), writes `frontier.json` and `frontier.png` there, and the tables into
+    `doc`'s block `frontier`. Returns the payload. Seconds: the runs are already measured; this only computes.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from .reporting import update_doc
+
+    results_dir = Path(results_dir)
+    rows, curves, read = [], {}, []
+    rewards = None
+    for source in SOURCES:
+        path = results_dir / f"{source}.json"
+        if not path.is_file():
+            log(f"{path} not found: its runs are not in the report")
+            continue
+        payload = json.loads(path.read_text())
+        read.append(source)
+        new_rows = run_rows(payload, source)
+        # A run repeats the reference of another (the beta sweep's is the default run's): keep one row of each.
+        seen = {(r["reference"], r["categories"], r["split"], r["name"]) for r in rows}
+        rows += [r for r in new_rows if (r["reference"], r["categories"], r["split"], r["name"]) not in seen]
+        rewards = torch.tensor(payload["config"]["task"]["reward_ladder"], dtype=torch.float64)
+        key = describe_run(payload)
+        if key not in curves:
+            reference = torch.tensor(payload["reference"]["SFT reference"]["log_probs"]["train"], dtype=torch.float64)
+            betas = torch.logspace(-1.3, 1.3, 60).tolist()
+            curves[key] = dpo_curve(reference, rewards, betas)
+    if rewards is None:
+        raise FileNotFoundError(f"none of {[f'{s}.json' for s in SOURCES]} is in {results_dir}")
+    matches = matched_comparisons(rows)
+    caption = (
+        "Every trained policy of `bench answers` against the maximum-entropy frontier, per prompt then averaged, "
+        "of the policy conditioned on each prompt's answer set; the deficit is the frontier's entropy at the "
+        "policy's own E[r] minus its entropy. DPO's fixed point, `π_ref exp(r/β)` normalised, from the same "
+        f"reference's measured log-probabilities. Read from {', '.join(f'`{s}.json`' for s in read)}. Command: "
+        f"`{command}`"
+    )
+    tables = "\n".join(
+        f"**{SPLIT_NAMES[split].capitalize()}.**\n\n" + markdown_table(rows, split) for split in SPLIT_NAMES
+    )
+    block = (
+        f"{caption}\n\n{tables}\n**At matched expected reward** (each SPO row with the KL beside the DPO row of the "
+        "same reference, categories and split whose E[r] is closest, when within 0.1; training prompts and held-out "
+        "template):\n\n" + matched_table(matches)
+    )
+    figure = results_dir / "frontier.png"
+    plot(rows, curves, rewards, figure)
+    payload = {
+        "command": command,
+        "sources": read,
+        "rows": rows,
+        "matched": matches,
+        "dpo_curves": {f"{reference}/{categories}": curve for (reference, categories), curve in curves.items()},
+        "table": block,
+        "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest(),
+    }
+    (results_dir / "frontier.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    if doc is not None:
+        update_doc(Path(doc), block, name="frontier")
+    return payload
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.frontier") -> int:
+    import argparse
+    import shlex
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--results_dir", default="docs/results", help="where the runs of `bench answers` are")
+    parser.add_argument("--update_doc", default=None, help="Markdown file whose block `frontier` receives the tables")
+    parsed = parser.parse_args(argv)
+    payload = report(parsed.results_dir, parsed.update_doc, command=shlex.join(prog.split() + argv))
+    print(
+        f"Written to {parsed.results_dir}/frontier.json: {len(payload['rows'])} rows, {len(payload['matched'])} matches"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

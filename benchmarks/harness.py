@@ -28,9 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-METHODS = ("spo", "dpo")
-DATA = ("pairs", "rankings")
+METHODS = ("spo", "dpo", "s_dpo", "pl_dpo", "br_sft")
+DATA = ("pairs", "rankings", "best_of_n")
 REGULARIZERS = ("global_kl", "dataset_kl")
+# The data each method trains on: DPO on pairs; the paper's n-ary baselines (Tables 4-5) on best-of-n (S-DPO,
+# Best-response SFT, which learns the best answer of each row) or rankings (Plackett-Luce DPO); SPO on any.
+METHOD_DATA = {
+    "spo": DATA,
+    "dpo": ("pairs",),
+    "s_dpo": ("best_of_n",),
+    "pl_dpo": ("rankings",),
+    "br_sft": ("best_of_n",),
+}
+METHOD_NAMES = {"dpo": "DPO", "s_dpo": "S-DPO", "pl_dpo": "PL-DPO"}
 
 
 @dataclass(frozen=True)
@@ -39,10 +49,12 @@ class Setting:
     One trained policy: a method and its knobs.
 
     Args:
-        method (`str`): `"spo"` or `"dpo"`.
-        beta (`float`): SPO's weight of the KL term, or DPO's beta.
-        alpha (`float`, *optional*): SPO's softness (its target is `Softmax(r / alpha)`); `None` for DPO.
-        data (`str`): `"pairs"`, or `"rankings"` (SPO's Eq. 15).
+        method (`str`): `"spo"`, `"dpo"`, or one of the paper's n-ary baselines: `"s_dpo"` (S-DPO on best-of-n),
+            `"pl_dpo"` (Plackett-Luce DPO on rankings), `"br_sft"` (Best-response SFT: TRL's `SFTTrainer` on the best
+            answer of each best-of-n row).
+        beta (`float`): SPO's weight of the KL term, or the DPO family's beta; `0` for Best-response SFT.
+        alpha (`float`, *optional*): SPO's softness (its target is `Softmax(r / alpha)`); `None` for the others.
+        data (`str`): `"pairs"`, `"rankings"` (SPO's Eq. 15) or `"best_of_n"` (SPO's Eq. 14).
         regularizer (`str`): SPO's `"global_kl"` (Eq. 13), or `"dataset_kl"` (the paper's Table 6 ablation).
         lora (`bool`): train a LoRA adapter instead of every weight; the reference is the adapter-free model.
         label (`str`, *optional*): the table's name for it; by default built from the fields (`name`).
@@ -58,7 +70,7 @@ class Setting:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"method must be 'spo' or 'dpo', got {self.method!r}")
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if (self.method == "spo") != (self.alpha is not None):
             raise ValueError(
                 f"alpha is required for SPO and meaningless for DPO, got method={self.method!r}, alpha={self.alpha}"
@@ -67,21 +79,31 @@ class Setting:
             raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
         if self.regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
-        if self.method == "dpo" and (self.data != "pairs" or self.regularizer != "global_kl"):
-            raise ValueError("DPO settings train on pairs with DPO's own loss: data and regularizer are SPO's knobs")
+        if self.data not in METHOD_DATA[self.method]:
+            raise ValueError(
+                f"{self.method} trains on {' or '.join(METHOD_DATA[self.method])} data, got data={self.data!r}"
+            )
+        if self.method != "spo" and self.regularizer != "global_kl":
+            raise ValueError(f"the regularizer is SPO's knob; {self.method} has its own, got {self.regularizer!r}")
+        if self.method == "br_sft" and self.beta != 0:
+            raise ValueError(f"Best-response SFT has no beta: leave it at 0, got {self.beta}")
 
     @property
     def name(self) -> str:
         if self.label is not None:
             return self.label
-        if self.method == "dpo":
-            name = f"DPO β={self.beta:g}"
+        if self.method == "br_sft":
+            name = "Best-response SFT"
+        elif self.method != "spo":
+            name = f"{METHOD_NAMES[self.method]} β={self.beta:g}"
         else:
             name = f"SPO α={self.alpha:g} β={self.beta:g}"
         if self.regularizer == "dataset_kl":
             name += ", dataset KL (Table 6)"
-        if self.data == "rankings":
+        if self.data == "rankings" and self.method == "spo":
             name += ", rankings (Eq. 15)"
+        if self.data == "best_of_n" and self.method == "spo":
+            name += ", best-of-n (Eq. 14)"
         if self.lora:
             name += ", LoRA"
         return name
@@ -156,13 +178,18 @@ def benchmark_arguments(output_dir: str, seed: int) -> dict[str, Any]:
 
 
 def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
-    """The `SPOConfig` (SPO) or `DPOConfig` (DPO) of `setting` under `plan`: the same fields but for the method's own."""
-    from trl import DPOConfig
+    """
+    The config of `setting` under `plan`: `SPOConfig` (SPO), `DPOConfig` (DPO), `NaryDPOConfig` (S-DPO, PL-DPO) or
+    `SFTConfig` (Best-response SFT), with the same fields but for the method's own.
+    """
+    from trl import DPOConfig, SFTConfig
 
-    from trl_spo import SPOConfig
+    from trl_spo import NaryDPOConfig, SPOConfig
 
     batch_size = plan.batch_size
-    if setting.data == "rankings":
+    if setting.data in ("rankings", "best_of_n"):
+        # Rows of `ranking_size` answers: the same number of sequences as `batch_size` pairs (Best-response SFT takes
+        # the same rows, one answer each).
         batch_size = max(1, 2 * plan.batch_size // plan.ranking_size)
     if setting.lora and plan.lora_learning_rate is None:
         raise ValueError(f"{setting.name} trains LoRA, but the plan has no lora_learning_rate")
@@ -180,6 +207,11 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
     common.update(plan.extra_arguments)  # e.g. bf16=True, which replaces the CPU default above
     if setting.method == "dpo":
         return DPOConfig(**common)
+    if setting.method in ("s_dpo", "pl_dpo"):
+        return NaryDPOConfig(**common, nary_loss_type=setting.method)
+    if setting.method == "br_sft":
+        del common["beta"]
+        return SFTConfig(**common)
     spo_fields = dict(
         alpha=setting.alpha,
         gamma=plan.gamma,
@@ -213,12 +245,12 @@ def train_setting(
     reference from it) and return `(trainer, seconds)`, the trained trainer and the wall time of `train()`.
     """
     from transformers import PrinterCallback
-    from trl import DPOTrainer
+    from trl import DPOTrainer, SFTTrainer
 
-    from trl_spo import SPOTrainer
+    from trl_spo import NaryDPOTrainer, SPOTrainer
 
     args = training_arguments(setting, plan, output_dir)
-    trainer_class = SPOTrainer if setting.method == "spo" else DPOTrainer
+    trainer_class = {"spo": SPOTrainer, "dpo": DPOTrainer, "br_sft": SFTTrainer}.get(setting.method, NaryDPOTrainer)
     trainer = trainer_class(
         model=model,
         args=args,

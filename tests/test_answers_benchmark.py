@@ -187,7 +187,7 @@ def test_settings_are_named_from_their_fields_and_checked():
     assert Setting("dpo", beta=0.1).name == "DPO β=0.1"
     with pytest.raises(ValueError, match="data must be one of"):
         Setting("spo", alpha=1.0, beta=0.1, data="triples")
-    with pytest.raises(ValueError, match="DPO settings train on pairs"):
+    with pytest.raises(ValueError, match="dpo trains on pairs data, got data=.rankings."):
         Setting("dpo", beta=0.1, data="rankings")
 
 

@@ -112,3 +112,41 @@ def test_a_none_completion_of_an_nary_row_names_the_row(tmp_path, tiny_model_pat
         ValueError, match=r"Row 1 of the train dataset \(best_of_n format\) has completion 1 that is neither a string"
     ):
         SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=Dataset.from_list(rows))
+
+
+@pytest.mark.parametrize(
+    ("generation_kwargs", "named"),
+    [
+        ({"do_sample": False}, "`do_sample=False`"),
+        ({"num_beams": 4}, "`num_beams=4`"),
+        ({"penalty_alpha": 0.6, "top_k": 4}, "`penalty_alpha=0.6`"),
+        ({"temperature": 0.0}, "`temperature=0.0`"),
+    ],
+)
+def test_generation_settings_that_stop_sampling_from_the_policy_are_refused(tmp_path, generation_kwargs, named):
+    # Greedy decoding used to train silently: the KL of Eq. 13 on greedy completions is another quantity.
+    with pytest.raises(ValueError, match=re.escape(named) + r".*Eq\. 13 is an expectation over y ~ π_θ"):
+        make_args(tmp_path, generation_kwargs=generation_kwargs)
+
+
+def test_generation_settings_that_still_sample_are_accepted(tmp_path):
+    args = make_args(tmp_path, generation_kwargs={"do_sample": True, "num_beams": 1, "top_k": 5})
+    assert args.generation_kwargs["top_k"] == 5
+    # Without the KL nothing is sampled, so nothing is refused.
+    assert make_args(tmp_path, beta=0.0, generation_kwargs={"do_sample": False}).generation_kwargs == {
+        "do_sample": False
+    }
+
+
+def test_a_conversational_prompt_with_string_completions_names_the_row_and_columns(tmp_path, tiny_model_path):
+    # TRL used to fail deep inside with `can only concatenate list (not "str") to list`.
+    rows = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in ROWS]
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Row 0 of the train dataset mixes the conversational and standard forms: 'prompt' is conversational (a "
+            "list of messages), 'chosen' is standard (a string), 'rejected' is standard (a string)."
+        )
+        + r".*'role': 'assistant', 'content': row\[column\]",
+    ):
+        SPOTrainer(model=tiny_model_path, args=make_args(tmp_path), train_dataset=Dataset.from_list(rows))

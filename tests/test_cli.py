@@ -271,3 +271,35 @@ def test_summary_explains_the_loss_scale():
     summary = summarize_run([{"loss": 69.3, "loss/preference_normalized": 0.693, "step": 1}], note)
     assert "| loss/preference_normalized | 0.693 | 0.693 |" in summary and summary.endswith(note)
     assert loss_scale_note(SPOConfig(output_dir="x", alpha=0.0, use_cpu=True)) is None
+
+
+def test_training_stopped_by_sigterm_is_exit_status_75_with_one_line(capsys, monkeypatch):
+    # The training process saved a whole checkpoint and exited 75 (trl_spo.preemption): a requeue script tests it.
+    import accelerate.commands.launch
+
+    def stopped_launch(args):
+        raise subprocess.CalledProcessError(returncode=75, cmd=["python", "spo.py"])
+
+    monkeypatch.setattr(accelerate.commands.launch, "launch_command", stopped_launch)
+    status, _, stderr = _trl_spo("--config", "recipes/tiny/spo.yaml", capsys=capsys)
+    assert status == 75
+    assert stderr.strip().splitlines()[-1] == (
+        "trl-spo: stopped to be resumed (exit status 75): run the same command again."
+    )
+
+
+@pytest.mark.parametrize(("rank_statuses", "expected"), [((75, 75), 75), ((75, 1), 1)])
+def test_torchrun_ranks_all_stopped_by_sigterm_is_exit_status_75(capsys, monkeypatch, rank_statuses, expected):
+    import accelerate.commands.launch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def launch(args):
+        failures = {
+            rank: ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=status, error_file="")
+            for rank, status in enumerate(rank_statuses)
+        }
+        raise ChildFailedError("spo.py", failures)
+
+    monkeypatch.setattr(accelerate.commands.launch, "launch_command", launch)
+    status, _, _ = _trl_spo("--config", "recipes/tiny/spo.yaml", capsys=capsys)
+    assert status == expected  # one rank that failed otherwise is a failure, not a stop

@@ -24,6 +24,10 @@ reads one thing back, once per optimizer step whatever the gradient accumulation
 its micro-batches, all at once when they are fetched, which size the LM head's projection
 (`trl_spo.forward.count_completion_tokens`; `_trl_compat.lm_head_token_outputs` says why projecting every position
 instead costs more). TRL's own fused head reads that number once per micro-batch on a GPU.
+
+With more than one process a step makes one more read, which this single-process test cannot see: the ranks agree on
+whether a SIGTERM asks them to stop after this step (`trl_spo.preemption.StopOnSigterm`, accelerate's `check_trigger`:
+an all-reduce of one number, read on the host). A single process checks a Python flag and reads nothing.
 """
 
 import collections

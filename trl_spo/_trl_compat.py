@@ -226,12 +226,11 @@ OVERRIDDEN_METHODS: dict[str, tuple[str, ...]] = {
     "_save_checkpoint": ("model", "trial"),  # Trainer: the KL sampler's state goes with each checkpoint
     "create_model_card": ("model_name", "dataset_name", "tags"),  # TRL's BaseTrainer  # upstream: drop
     "train": ("resume_from_checkpoint",),  # Trainer: the KL sampler's state is restored on resume
+    "_get_output_dir": ("trial",),  # Trainer: points into the staging folder while a checkpoint is written
 }
 
 # Methods SPOTrainer calls that are not part of the documented API, with the leading parameters it passes.
-CALLED_METHODS: dict[str, tuple[str, ...]] = {
-    "_get_output_dir": ("trial",),  # Trainer: where `_save_checkpoint` writes
-}
+CALLED_METHODS: dict[str, tuple[str, ...]] = {}
 
 # Attributes the parents' `__init__` sets and SPOTrainer reads (or writes for them to read), and what for.
 INSTANCE_ATTRIBUTES: dict[str, str] = {
@@ -269,6 +268,27 @@ SOURCE_SEAMS: tuple[tuple[type, str, str, str], ...] = (
         "loss / self.current_gradient_accumulation_steps",
         "Trainer divides each micro-batch's loss by `current_gradient_accumulation_steps` (the KL term's factor "
         "undoes that for its shard sum)",
+    ),
+    (
+        Trainer,
+        "_run_epoch",
+        "if self.control.should_epoch_stop or self.control.should_training_stop:",
+        "Trainer stops its loop over optimizer steps when `should_training_stop` is set; SPOTrainer's "
+        "`get_batch_samples` sets it (and fetches nothing) when resumed from the checkpoint of the last step",
+    ),
+    (
+        Trainer,
+        "_save_checkpoint",
+        "run_dir = self._get_output_dir(trial=trial)",
+        "Trainer writes a checkpoint, and rotates the older ones, under `_get_output_dir`, which SPOTrainer points "
+        "into its staging folder while it saves (the checkpoint gets its final name once whole)",
+    ),
+    (
+        Trainer,
+        "_save_checkpoint",
+        "self.state.best_model_checkpoint = best_checkpoint_dir",
+        "Trainer records the best checkpoint under the directory it writes to; SPOTrainer moves the record to the "
+        "published name",
     ),
     (
         DPOTrainer,

@@ -132,6 +132,8 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
 # removed `trl-spo bench NAME` says where each one went rather than failing as an unknown training flag.
 BENCHMARK_COMMANDS = {
     "answers": "python -m benchmarks.answers",
+    "frontier": "python -m benchmarks.frontier",
+    "nary": "python -m benchmarks.nary_comparison",
     "expert": "python -m benchmarks.expert_distribution",
     "chat": "python -m benchmarks.chat_frontier",
     "step_cost": "python -m benchmarks.step_cost",
@@ -187,6 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch_command(launch_command_parser().parse_args(launch_args + [str(script)] + training_args))
     except (subprocess.CalledProcessError, ChildFailedError) as error:
+        from .preemption import RESUMABLE_EXIT_STATUS
+
+        if isinstance(error, subprocess.CalledProcessError):
+            statuses = {error.returncode}
+        else:  # torchrun: one status per failed rank
+            statuses = {failure.exitcode for failure in error.failures.values()}
+        if statuses == {RESUMABLE_EXIT_STATUS}:
+            # Every rank stopped on a SIGTERM after a whole checkpoint: a requeue script tests this status.
+            print(
+                f"trl-spo: stopped to be resumed (exit status {RESUMABLE_EXIT_STATUS}): run the same command again.",
+                file=sys.stderr,
+            )
+            return RESUMABLE_EXIT_STATUS
         # The training processes printed their own tracebacks; the launcher's traceback would only bury them.
         status = error.returncode if isinstance(error, subprocess.CalledProcessError) else 1
         print(f"trl-spo: error: training failed (exit status {status}); its error is above.", file=sys.stderr)

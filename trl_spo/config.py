@@ -113,7 +113,9 @@ class SPOConfig(DPOConfig):
         repetition_penalty (`float`, *optional*, defaults to `1.0`):
             Penalty on tokens already present in the prompt and the completion so far. Must be `> 0`.
         generation_kwargs (`dict[str, Any]`, *optional*):
-            Extra keyword arguments for [`~transformers.GenerationConfig`]; they override the fields above.
+            Extra keyword arguments for [`~transformers.GenerationConfig`]; they override the fields above. Settings
+            that stop sampling from the policy (`do_sample=False`, `num_beams > 1`, `penalty_alpha`, a temperature
+            of 0) are refused: Eq. 13 is an expectation over samples from π_θ.
         ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
             Under DeepSpeed ZeRO-3, gather the policy's weights for generation (faster). `False` streams them layer by
             layer, which trains models that do not fit on one device, at the cost of slower generation.
@@ -242,7 +244,10 @@ class SPOConfig(DPOConfig):
     )
     generation_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Extra keyword arguments for `GenerationConfig`; they override the sampling fields above."},
+        metadata={
+            "help": "Extra keyword arguments for `GenerationConfig`; they override the sampling fields above. "
+            "Settings that stop sampling from the policy (do_sample=False, beams, contrastive search) are refused."
+        },
     )
     ds3_gather_for_generation: bool = field(
         default=True,
@@ -382,6 +387,15 @@ class SPOConfig(DPOConfig):
             self.generation_kwargs is None or isinstance(self.generation_kwargs, dict),
             "None or a dict (a JSON string on the command line)",
         )
+        if self.generation_kwargs and self.uses_global_kl:
+            not_sampling = _settings_that_stop_sampling(self.generation_kwargs)
+            if not_sampling:
+                raise ValueError(
+                    f"`generation_kwargs` sets {', '.join(not_sampling)}, which stops the KL completions from being "
+                    "samples of the policy: the global KL of Eq. 13 is an expectation over y ~ π_θ(·|x), and greedy, "
+                    "beam or contrastive decoding makes it another quantity. Remove these keys (use `temperature`, "
+                    "`top_p`, `top_k`, `min_p` to shape the sampler)."
+                )
 
     @property
     def resolved_kl_batch_size(self) -> int:
@@ -389,6 +403,22 @@ class SPOConfig(DPOConfig):
         if self.kl_batch_size is not None:
             return self.kl_batch_size
         return max(1, self.per_device_train_batch_size * self.gradient_accumulation_steps // 2)
+
+
+def _settings_that_stop_sampling(generation_kwargs: dict[str, Any]) -> list[str]:
+    """The `generation_kwargs` entries that turn sampling from the policy into a deterministic search."""
+    found = []
+    for name, stops in (
+        ("do_sample", lambda v: v is False),  # greedy decoding
+        ("num_beams", lambda v: v is not None and v > 1),  # beam search
+        ("num_beam_groups", lambda v: v is not None and v > 1),  # diverse beam search
+        ("penalty_alpha", lambda v: v is not None and v > 0),  # contrastive search
+        ("temperature", lambda v: v is not None and v <= 0),  # vLLM reads 0 as greedy
+        ("use_beam_search", lambda v: bool(v)),  # vLLM's beam search
+    ):
+        if name in generation_kwargs and stops(generation_kwargs[name]):
+            found.append(f"`{name}={generation_kwargs[name]!r}`")
+    return found
 
 
 SPO_FIELDS = tuple(f.name for f in fields(SPOConfig) if f.name not in {f.name for f in fields(DPOConfig)})

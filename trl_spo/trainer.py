@@ -12,7 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
+import contextlib
 import os
+import shutil
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -28,10 +30,19 @@ from transformers import (
     ProcessorMixin,
     TrainerCallback,
 )
-from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalPrediction, rotate_checkpoints
 from trl import DPOTrainer
 
 from ._trl_compat import forward_through_wrapper, get_config_model_id
+from .checkpoints import (
+    STAGING_DIR,
+    find_resume_checkpoint,
+    publish_checkpoint,
+    remove_staging,
+    resolve_resume,
+    staging_path,
+)
 from .config import SPOConfig
 from .data import (
     LABEL_COLUMNS,
@@ -47,6 +58,7 @@ from .losses import PREFERENCE_LOSSES, grid_sample_weights
 from .metrics import DeviceMetrics, SPOTerms
 from .model_card import write_model_card  # upstream: drop
 from .nonfinite import NonFiniteTermsGuard, divergence_hints
+from .preemption import StopOnSigterm
 from .responses import response_grid
 from .sampling import (
     KLSamples,
@@ -194,6 +206,9 @@ class SPOTrainer(DPOTrainer):
         self._device_metrics = DeviceMetrics(self.accelerator, alpha, on_samples=args.uses_global_kl)
         self._nonfinite_terms = NonFiniteTermsGuard()
         self.kl_sampler = self._build_kl_sampler(args) if args.uses_global_kl else None
+        self._staging = False  # while `_save_checkpoint` writes, `_get_output_dir` points into the staging folder
+        self.stop_on_sigterm = StopOnSigterm(self.accelerator)
+        self.add_callback(self.stop_on_sigterm)
 
     def _build_kl_sampler(self, args: SPOConfig) -> OnlineKLSampler:
         check_eos_token(self._tokenizer, "to end the completions it samples for the global KL")
@@ -238,6 +253,11 @@ class SPOTrainer(DPOTrainer):
             self._signature_columns = ["prompt_ids", "completions_ids", *LABEL_COLUMNS.values()]
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
+        if self.state.global_step >= self.state.max_steps > 0:
+            # Resumed from the checkpoint of the last step (a job killed after it, before the end): transformers' loop
+            # would take one step more before it checks `max_steps`. No batch, and the loop stops.
+            self.control.should_training_stop = True
+            return [], None
         # The batches of an optimizer step are fetched before the step begins, so their prompts are in the pool when
         # the sampler refreshes the KL samples at `on_step_begin`.
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -445,16 +465,84 @@ class SPOTrainer(DPOTrainer):
     # upstream: drop-end
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """
+        As [`~transformers.Trainer.train`], with two differences.
+
+        - `resume_from_checkpoint=True` (or `"true"`, as the command line passes it) resumes from the newest *whole*
+          checkpoint in `output_dir`, skipping partial ones (saying so), and starts from scratch when there is none
+          instead of failing: the same command restarts a killed job.
+        - A SIGTERM finishes the current optimizer step, writes a whole checkpoint and raises
+          `StoppedToResume` (in `preemption.py`), a `SystemExit` with status 75, after a one-line message.
+        """
+        resume_from_checkpoint = resolve_resume(resume_from_checkpoint) or None
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = self._find_resume_checkpoint()
+        if self.args.should_save:
+            removed = remove_staging(self.args.output_dir)
+            if removed:
+                self.accelerator.print(
+                    f"Deleted {', '.join(removed)} from {os.path.join(self.args.output_dir, STAGING_DIR)}: partial "
+                    "checkpoints of a run stopped while saving."
+                )
         if resume_from_checkpoint and self.kl_sampler is not None:
             # The KL samples, their prompt pool and the refresh count are training state too.
             self.kl_sampler.load(resume_from_checkpoint, self.accelerator.process_index)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        with self.stop_on_sigterm.handling_sigterm():
+            output = super().train(resume_from_checkpoint, *args, **kwargs)
+        last_checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self.stop_on_sigterm.raise_if_stopped(os.path.join(self.args.output_dir, last_checkpoint))
+        return output
+
+    def _find_resume_checkpoint(self) -> str | None:
+        spo_state_file = None if self.kl_sampler is None else self.kl_sampler.STATE_FILE
+        checkpoint, skipped = find_resume_checkpoint(self.args.output_dir, spo_state_file)
+        for line in skipped:
+            self.accelerator.print(f"Skipped the partial checkpoint {line}.")
+        if checkpoint is None:
+            self.accelerator.print(f"No whole checkpoint in {self.args.output_dir}: training from scratch.")
+        else:
+            self.accelerator.print(f"Resuming from {checkpoint}, the newest whole checkpoint.")
+        return checkpoint
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial=trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging else run_dir
 
     def _save_checkpoint(self, model, trial):
+        """
+        Transformers' checkpoint plus the KL sampler's state, written into the staging folder and renamed to
+        `checkpoint-N` once every rank has written its part (see `checkpoints.py`); older checkpoints are rotated
+        out (`save_total_limit`) only after that.
+        """
         self._raise_if_diverged()  # a checkpoint of non-finite weights is never written
-        super()._save_checkpoint(model, trial)
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged_dir = staging_path(run_dir, name)
+        if self.args.should_save and os.path.isdir(staged_dir):
+            shutil.rmtree(staged_dir)  # left by a run killed while writing this step
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
         if self.kl_sampler is not None:
-            checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            self.kl_sampler.save(checkpoint_dir, self.accelerator.process_index)
+            self.kl_sampler.save(staged_dir, self.accelerator.process_index)
+        best = self.state.best_model_checkpoint
+        if best is not None and best.startswith(os.path.join(run_dir, STAGING_DIR)):
+            # Transformers recorded the best checkpoint where it was written; it will be read where it is published.
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+            if self.args.should_save:
+                self.state.save_to_json(os.path.join(staged_dir, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every rank's part is written
+        if self.args.should_save:
+            publish_checkpoint(staged_dir, os.path.join(run_dir, name))
+            with contextlib.suppress(OSError):  # a staging folder left empty is not left behind
+                os.rmdir(os.path.dirname(staged_dir))
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()  # no rank goes on before the checkpoint has its name

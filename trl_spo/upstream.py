@@ -62,6 +62,8 @@ MODULES = {
     "responses.py": "responses.py",
     "metrics.py": "metrics.py",
     "nonfinite.py": "nonfinite.py",
+    "checkpoints.py": "checkpoints.py",
+    "preemption.py": "preemption.py",
     "data/__init__.py": "data/__init__.py",
     "data/formats.py": "data/formats.py",
     "data/tokenization.py": "data/tokenization.py",

@@ -53,7 +53,8 @@ def check_eos_token(tokenizer: PreTrainedTokenizerBase, needed_for: str) -> None
 def check_pairwise_completions(example: Mapping, index: int, dataset_name: str) -> Mapping:
     """
     Raise a ValueError naming the row and the column if its `prompt` (when there is one), `chosen` or `rejected` is
-    missing (None), neither text nor messages, or an empty completion (a `Dataset.map` function).
+    missing (None), neither text nor messages, or an empty completion, or if the row mixes text and messages (a
+    `Dataset.map` function).
     """
     for column in ("prompt", "chosen", "rejected"):
         if column not in example:
@@ -70,6 +71,19 @@ def check_pairwise_completions(example: Mapping, index: int, dataset_name: str) 
                 f"Row {index} of the {dataset_name} dataset has an empty '{column}' completion "
                 f"({value!r}). Each pair needs two non-empty completions: drop or fix that row."
             )
+    forms = {column: _form(example[column]) for column in ("prompt", "chosen", "rejected") if column in example}
+    if len(set(forms.values())) > 1:
+        # TRL would concatenate a list of messages with a string ("can only concatenate list (not "str") to list").
+        described = ", ".join(
+            f"'{column}' is {'conversational (a list of messages)' if form == 'conversational' else 'standard (a string)'}"
+            for column, form in forms.items()
+        )
+        raise ValueError(
+            f"Row {index} of the {dataset_name} dataset mixes the conversational and standard forms: {described}. "
+            "Expected strings in every column (standard) or lists of {'role', 'content'} messages in every column "
+            "(conversational). To make the completions messages: `dataset.map(lambda row: {column: [{'role': "
+            "'assistant', 'content': row[column]}] for column in ('chosen', 'rejected')})`."
+        )
     return example
 
 
