@@ -17,6 +17,7 @@
 import ast
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,19 @@ def test_each_benchmark_runs_with_its_documented_command(name):
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"usage: python -m benchmarks.{name}"), result.stdout[:200]
+
+
+def test_the_docs_name_no_command_of_the_old_layout():
+    # Marked blocks are generated from a run's JSON and keep the command that run was made with; the rest of every doc
+    # names today's commands (`python -m benchmarks.NAME`, `trl-spo pair_weights`).
+    old = re.compile(r"trl-spo bench\b|trl_spo[./]benchmarks")
+    docs = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md"), *(REPO_ROOT / "recipes").rglob("README.md")]
+    found = []
+    for doc in docs:
+        text = re.sub(
+            r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL
+        )
+        found += [
+            f"{doc.relative_to(REPO_ROOT)}: {line.strip()[:100]}" for line in text.splitlines() if old.search(line)
+        ]
+    assert found == [], "docs still name the old layout's commands:\n" + "\n".join(found)
