@@ -16,7 +16,7 @@
 
 import torch
 
-from trl_spo import SPOConfig
+from trl_spo import NaryDPOConfig, SPOConfig
 
 
 def make_args(tmp_path, config_class=SPOConfig, **overrides) -> SPOConfig:
@@ -38,6 +38,8 @@ def make_args(tmp_path, config_class=SPOConfig, **overrides) -> SPOConfig:
         disable_tqdm=True,
         seed=0,
     )
+    if issubclass(config_class, NaryDPOConfig):  # the DPO-family baselines do not sample: SPO's sampling fields stay
+        del kwargs["max_completion_length"], kwargs["generation_interval"]
     kwargs.update(overrides)
     return config_class(**kwargs)
 

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`trl-spo bench answers`: the task, the exact measurement, the shared harness, and a tiny-model run end to end."""
+"""`benchmarks.answers`: the task, the exact measurement, the shared harness, and a tiny-model run end to end."""
 
 import hashlib
 import json
@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from trl_spo.benchmarks.answers import (
+from benchmarks.answers import (
     TINY_MODEL_DIR,
     AnswersConfig,
     markdown_tables,
     run,
     tiny_config,
 )
-from trl_spo.benchmarks.answers_task import (
+from benchmarks.answers_task import (
     REWARD_LADDER,
     SPLITS,
     AnswersTask,
@@ -41,7 +41,9 @@ from trl_spo.benchmarks.answers_task import (
     encode_cases,
     entropy,
 )
-from trl_spo.benchmarks.harness import Setting, TrainingPlan, select_settings, training_arguments
+from benchmarks.harness import Setting, TrainingPlan, select_settings, training_arguments
+
+from .doc_figures import assert_figures_in, fmt, passage, read_doc
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +187,7 @@ def test_settings_are_named_from_their_fields_and_checked():
     assert Setting("dpo", beta=0.1).name == "DPO β=0.1"
     with pytest.raises(ValueError, match="data must be one of"):
         Setting("spo", alpha=1.0, beta=0.1, data="triples")
-    with pytest.raises(ValueError, match="DPO settings train on pairs"):
+    with pytest.raises(ValueError, match="dpo trains on pairs data, got data=.rankings."):
         Setting("dpo", beta=0.1, data="rankings")
 
 
@@ -279,7 +281,7 @@ def test_tiny_run_trains_the_requested_extra_settings(tmp_path):
     """`--settings all` adds SPO on rankings (Eq. 15) and the dataset-KL ablation (Table 6): both train and report."""
     from dataclasses import replace
 
-    from trl_spo.benchmarks.answers import EXTRA_SETTINGS
+    from benchmarks.answers import EXTRA_SETTINGS
 
     config = tiny_config()
     config = replace(
@@ -342,66 +344,129 @@ def test_shipped_results_are_one_run():
                 assert row[key] == pytest.approx(value, rel=1e-12, abs=1e-14), f"{setting['name']} {split} {key}"
 
 
+def _minus(text: str) -> str:
+    return text.replace("-", "−")  # the docs print a signed percentage with a true minus sign
+
+
 def test_shipped_results_support_what_the_docs_say():
-    """Each figure of docs/results.md's reading of the answers run, checked against the committed JSON."""
+    """Each figure of docs/results.md's reading of the answers run, formatted from the committed JSON, found there."""
     payload = _shipped()
     rows = {(row["name"], row["split"]): row for row in payload["rows"] + payload["reference_rows"]}
     runs = {result["setting"]["name"]: result for result in payload["runs"]}
-
-    def train(name, key, digits=2):
-        return round(rows[(name, "train")][key], digits)
+    reading = passage(read_doc("docs/results.md"), "**Reading: the targets, met and missed.**", "### The global KL")
+    train = {name: row for (name, split), row in rows.items() if split == "train"}
+    template = {name: row for (name, split), row in rows.items() if split == "heldout_template"}
+    category = {name: row for (name, split), row in rows.items() if split == "heldout_category"}
+    dpo, spo = ("DPO β=0.1", "DPO β=0.01"), [f"SPO α={a} β=0.1" for a in ("0.5", "1", "2")]
+    figures = {}
 
     # DPO collapses, SPO keeps the spread.
-    assert [train(f"DPO β={b}", "top_prob") for b in ("0.1", "0.01")] == [0.97, 0.99]
-    assert [train(f"DPO β={b}", "entropy") for b in ("0.1", "0.01")] == [0.10, 0.05]
-    assert [train(f"DPO β={b}", "sampled_distinct", 1) for b in ("0.1", "0.01")] == [1.4, 1.3]
-    assert (train("SPO α=1 β=0.1", "top_prob"), train("SPO α=1 β=0.1", "entropy")) == (0.43, 1.46)
-    assert train("SPO α=1 β=0.1", "sampled_distinct", 1) == 4.7
-    assert [round(rows[(f"DPO β={b}", "heldout_template")]["top_prob"], 2) for b in ("0.1", "0.01")] == [0.98, 0.87]
+    for name in dpo:
+        figures.update(
+            {
+                f"{name} top answer": fmt(train[name]["top_prob"], 2),
+                f"{name} entropy": fmt(train[name]["entropy"], 2),
+                f"{name} distinct of 8": fmt(train[name]["sampled_distinct"], 1),
+                f"{name} top answer, held-out template": fmt(template[name]["top_prob"], 2),
+            }
+        )
+    one = train["SPO α=1 β=0.1"]
+    figures.update(
+        {
+            "SPO α=1 top answer": fmt(one["top_prob"], 2),
+            "SPO α=1 distinct of 8": fmt(one["sampled_distinct"], 1),
+        }
+    )
 
     # How many steps DPO needed: the first measurement with the largest (resp. the best) answer above 0.9.
-    def first_step(name, key):
-        return next(point["step"] for point in runs[name]["history"] if point[key] > 0.9)
+    for name in dpo:
+        first_max = next(point for point in runs[name]["history"] if point["max_prob"] > 0.9)
+        first_top = next(point for point in runs[name]["history"] if point["top_prob"] > 0.9)
+        figures.update(
+            {
+                f"{name} first step, largest > 0.9": f"step {first_max['step']}",
+                f"{name} largest then": fmt(first_max["max_prob"], 2),
+                f"{name} best answer then": fmt(first_max["top_prob"], 2),
+                f"{name} first step, best > 0.9": f"step {first_top['step']}",
+                f"{name} best answer at that step": fmt(first_top["top_prob"], 2),
+            }
+        )
 
-    assert [first_step(f"DPO β={b}", "max_prob") for b in ("0.1", "0.01")] == [75, 50]
-    assert [first_step(f"DPO β={b}", "top_prob") for b in ("0.1", "0.01")] == [150, 225]
+    # alpha orders the entropy (a property of the data), and how far each is from its target.
+    entropies = [train[name]["entropy"] for name in spo]
+    assert entropies == sorted(entropies), f"the doc says entropy falls as alpha falls; the data: {entropies}"
+    for name in spo:
+        relative = 100 * (train[name]["entropy"] / train[name]["target_entropy"] - 1)
+        figures.update(
+            {
+                f"{name} entropy": fmt(train[name]["entropy"], 2),
+                f"{name} target entropy": fmt(train[name]["target_entropy"], 2),
+                f"{name} entropy against target": _minus(f"{relative:+.1f} %").replace(
+                    "+", "+" if relative > 0 else ""
+                ),
+                f"{name} TV at step 0": fmt(runs[name]["history"][0]["tv"], 2),
+            }
+        )
+    figures["SFT reference entropy"] = fmt(train["SFT reference"]["entropy"], 2)
+    figures["SFT reference mass"] = fmt(train["SFT reference"]["mass"], 2)
 
-    # alpha orders the entropy; within 10 % of the target for alpha = 1 and 2, not for 0.5.
-    relative = {}
-    for alpha in ("0.5", "1", "2"):
-        row = rows[(f"SPO α={alpha} β=0.1", "train")]
-        relative[alpha] = round(100 * (row["entropy"] / row["target_entropy"] - 1), 1)
-    assert relative == {"0.5": 11.5, "1": -2.5, "2": -3.1}
-    assert [train(f"SPO α={a} β=0.1", "entropy") for a in ("0.5", "1", "2")] == [1.14, 1.46, 1.65]
-    # Why alpha = 0.5 misses: its target is the furthest from the reference (TV at step 0), whose entropy is 1.65.
-    assert [round(runs[f"SPO α={a} β=0.1"]["history"][0]["tv"], 2) for a in ("0.5", "1", "2")] == [0.55, 0.38, 0.26]
-    assert train("SFT reference", "entropy") == 1.65 and train("SFT reference", "mass") == 0.89
-
-    # alpha = 1: TV and mass against the targets, the data's floor, the last 100 steps' spread.
-    assert round(rows[("SPO α=1 β=0.1", "train")]["tv"], 3) == 0.103
-    assert round(rows[("SPO α=1 β=0.1", "heldout_template")]["tv"], 3) == 0.112
-    assert train("SPO α=1 β=0.1", "mass") == 0.81
-    assert round(rows[("SPO α=1 β=0.1", "heldout_template")]["mass"], 2) == 0.78
-    assert [round(payload["data_floor"]["1.0"][k], 3) for k in ("category", "prompt")] == [0.052, 0.118]
-    last_100_steps = [round(p["tv"], 3) for p in runs["SPO α=1 β=0.1"]["history"] if p["step"] > 150]
-    assert last_100_steps == [0.183, 0.146, 0.108, 0.103]
+    # alpha = 1: TV and mass against the targets, the data's floor, the last 100 steps' spread; alpha = 2's TV.
+    last_100_steps = [p["tv"] for p in runs["SPO α=1 β=0.1"]["history"] if p["step"] > 150]
+    two = "SPO α=2 β=0.1"
+    figures.update(
+        {
+            "SPO α=1 TV": fmt(one["tv"], 3),
+            "SPO α=1 TV, held-out template": fmt(template["SPO α=1 β=0.1"]["tv"], 3),
+            "SPO α=1 mass": fmt(one["mass"], 2),
+            "SPO α=1 mass, held-out template": fmt(template["SPO α=1 β=0.1"]["mass"], 2),
+            "data floor, templates pooled": fmt(payload["data_floor"]["1.0"]["category"], 3),
+            "data floor, per prompt": fmt(payload["data_floor"]["1.0"]["prompt"], 3),
+            "SPO α=1 TV over the last 100 steps": ", ".join(fmt(tv, 3) for tv in last_100_steps),
+            "SPO α=2 TV, train / held-out template": f"{fmt(train[two]['tv'], 3)} / {fmt(template[two]['tv'], 3)}",
+        }
+    )
 
     # What the KL is for: mass and sampled answers outside the set with and without it.
-    assert (train("SPO α=1 β=0", "mass"), train("SPO α=1 β=0", "sampled_outside")) == (0.30, 0.67)
-    assert (train("SPO α=1 β=0.1", "mass"), train("SPO α=1 β=0.1", "sampled_outside")) == (0.81, 0.18)
+    no_kl = train["SPO α=1 β=0"]
+    figures.update(
+        {
+            "SPO β=0 mass": fmt(no_kl["mass"], 2),
+            "SPO β=0 sampled outside": f"{100 * no_kl['sampled_outside']:.0f} %",
+            "SPO β=0.1 sampled outside": f"{100 * one['sampled_outside']:.0f} %",
+            "SPO β=0 TV": fmt(no_kl["tv"], 2),
+            "SPO β=0.1 TV": fmt(one["tv"], 2),
+        }
+    )
 
     # Held-out categories: DPO's sharpening carries over, SPO with the KL keeps the spread.
-    category = {name: row for (name, split), row in rows.items() if split == "heldout_category"}
-    assert [round(category[f"DPO β={b}"]["max_prob"], 2) for b in ("0.1", "0.01")] == [0.65, 0.87]
-    spo_max = [category[f"SPO α={a} β=0.1"]["max_prob"] for a in ("0.5", "1", "2")]
-    assert (round(min(spo_max), 2), round(max(spo_max), 2)) == (0.40, 0.51)
-    mass = {name: round(row["mass"], 2) for name, row in category.items()}
-    assert mass["SFT reference"] == 0.25
-    assert {mass[n] for n in ("SPO α=0.5 β=0.1", "SPO α=1 β=0.1", "SPO α=2 β=0.1", "DPO β=0.1")} == {0.15, 0.16}
-    assert (mass["SPO α=1 β=0"], mass["DPO β=0.01"]) == (0.05, 0.07)
+    spo_max = [category[name]["max_prob"] for name in spo]
+    spo_entropy = [category[name]["entropy"] for name in spo]
+    kept = sorted({fmt(category[name]["mass"], 2) for name in (*spo, "DPO β=0.1")})
+    figures.update(
+        {
+            "SFT reference mass, held-out categories": fmt(category["SFT reference"]["mass"], 2),
+            "SPO and DPO β=0.1 mass, held-out categories": "-".join(kept),
+            "SPO β=0 mass, held-out categories": fmt(category["SPO α=1 β=0"]["mass"], 2),
+            "DPO β=0.01 mass, held-out categories": fmt(category["DPO β=0.01"]["mass"], 2),
+            "SPO largest answer range, held-out categories": f"{fmt(min(spo_max), 2)}-{fmt(max(spo_max), 2)}",
+            "SPO entropy range, held-out categories": f"{fmt(min(spo_entropy), 2)}-{fmt(max(spo_entropy), 2)}",
+        }
+    )
+    for name in dpo:
+        figures[f"{name} largest answer, held-out categories"] = fmt(category[name]["max_prob"], 2)
+        figures[f"{name} entropy, held-out categories"] = fmt(category[name]["entropy"], 2)
 
     # Budget.
-    assert round(payload["total_seconds"] / 60) == 75
+    seconds = {name: result["seconds"] for name, result in ((n, train[n]) for n in (*spo, *dpo, "SPO α=1 β=0"))}
+    figures.update(
+        {
+            "total minutes": f"{round(payload['total_seconds'] / 60)} minutes",
+            "SPO with the KL, seconds": f"{min(seconds[n] for n in spo):.0f}-{max(seconds[n] for n in spo):.0f} s",
+            "SPO without the KL, seconds": f"{seconds['SPO α=1 β=0']:.0f} s",
+            "DPO, seconds": f"{min(seconds[n] for n in dpo):.0f}-{max(seconds[n] for n in dpo):.0f} s",
+        }
+    )
+    assert_figures_in(reading, figures, "docs/results.md's reading of the answers run")
 
 
 def test_shipped_beta_sweep_supports_what_the_docs_say():
@@ -416,43 +481,41 @@ def test_shipped_beta_sweep_supports_what_the_docs_say():
     }
     rows = {row["name"]: row for row in default["rows"] + sweep["rows"] if row["split"] == "train"}
     names = [f"SPO α=1 β={beta}" for beta in ("0", "0.03", "0.1", "0.3")]
-    assert [round(rows[n]["mass"], 2) for n in names] == [0.30, 0.71, 0.81, 0.87]
-    assert [round(rows[n]["entropy"], 2) for n in names] == [1.40, 1.38, 1.46, 1.57]
-    assert [round(rows[n]["tv"], 3) for n in names] == [0.121, 0.126, 0.103, 0.132]
-    assert round(100 * (rows[names[3]]["entropy"] / rows[names[3]]["target_entropy"] - 1)) == 5
+    reading = passage(doc, "### The global KL's weight", "### A fair comparison")
+    mass = [rows[n]["mass"] for n in names]
+    tv = [rows[n]["tv"] for n in names]
+    # The reading's claims about the data: mass rises with beta, the TV is smallest at beta = 0.1.
+    assert mass == sorted(mass) and min(tv) == tv[2], (mass, tv)
     final = next(r for r in sweep["runs"] if r["setting"]["name"] == names[3])["final"]["train"]
     modes = torch.tensor(final).argmax(-1)
-    assert (modes != 0).sum().item() == 2 and len(modes) == 18
+    excess = 100 * (rows[names[3]]["entropy"] / rows[names[3]]["target_entropy"] - 1)
+    figures = {
+        "mass by beta": ", ".join(fmt(m, 2) for m in mass),
+        "entropy by beta": ", ".join(fmt(rows[n]["entropy"], 2) for n in names),
+        "TV by beta": ", ".join(fmt(v, 3) for v in tv),
+        "beta = 0.3 entropy above the target": f"{excess:.0f} %",
+        "prompts whose most likely answer is not the best, of all": f"{(modes != 0).sum().item()} of the {len(modes)}",
+    }
+    assert_figures_in(reading, figures, "docs/results.md's reading of the beta sweep")
 
 
-def test_readme_states_the_committed_answers_run():
-    """The README's summary of the answers run, each figure formatted from the JSON and found in its paragraph."""
+def test_upstream_issue_states_the_committed_answers_run():
+    """docs/upstream.md's issue text: each figure of the answers run, formatted from the JSON and found there."""
     payload = _shipped()
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    paragraph = readme[readme.index("On a real chat model") : readme.index("On a 1 MB model")]
-    paragraph = " ".join(paragraph.split())  # the figures may wrap across lines
+    issue = passage(read_doc("docs/upstream.md"), "Why in TRL:", "Users have asked")
     rows = {row["name"]: row for row in payload["rows"] if row["split"] == "train"}
-    template = {row["name"]: row for row in payload["rows"] if row["split"] == "heldout_template"}
     spo = rows["SPO α=1 β=0.1"]
-    dpo = [rows[f"DPO β={b}"]["top_prob"] for b in ("0.1", "0.01")]
-    distinct = sorted(rows[f"DPO β={b}"]["sampled_distinct"] for b in ("0.1", "0.01"))
-    entropies = " / ".join(f"{rows[f'SPO α={a} β=0.1']['entropy']:.2f}" for a in ("0.5", "1", "2"))
-    targets = " / ".join(f"{rows[f'SPO α={a} β=0.1']['target_entropy']:.2f}" for a in ("0.5", "1", "2"))
-    alpha_half = rows["SPO α=0.5 β=0.1"]
-    expected = [
-        f"{round(payload['total_seconds'] / 60)} minutes",
-        f"DPO put {dpo[0]:.2f} (β = 0.1) and {dpo[1]:.2f} (β = 0.01)",
-        f"held {distinct[0]:.1f}-{distinct[1]:.1f} distinct ones",
-        f"gave the best answer {spo['top_prob']:.2f}",
-        f"total variation {spo['tv']:.3f} to `Softmax(r)` on training prompts",
-        f"fit sits {payload['data_floor']['1.0']['category']:.2f}-{payload['data_floor']['1.0']['prompt']:.2f} from it",
-        f"and {template['SPO α=1 β=0.1']['tv']:.3f} on a held-out prompt template",
-        f"{spo['mass']:.2f} of the probability kept",
-        f"{spo['sampled_distinct']:.1f} distinct answers in 8 samples",
-        f"{entropies} nats",
-        f"(targets {targets};",
-        f"{100 * (alpha_half['entropy'] / alpha_half['target_entropy'] - 1):.1f} % above its target",
-        f"kept only {rows['SPO α=1 β=0']['mass']:.2f} of the probability",
-    ]
-    missing = [text for text in expected if text not in paragraph]
-    assert missing == [], f"the README does not say: {missing}"
+    dpo = sorted(rows[f"DPO β={b}"]["top_prob"] for b in ("0.1", "0.01"))
+    figures = {
+        "DPO's best answer, both betas": f"{fmt(dpo[0], 2)}-{fmt(dpo[1], 2)}",
+        "SPO α=1 best answer": fmt(spo["top_prob"], 2),
+        "SPO α=1 TV": fmt(spo["tv"], 3),
+        "SPO α=1 mass": fmt(spo["mass"], 2),
+        "SPO β=0 mass": fmt(rows["SPO α=1 β=0"]["mass"], 2),
+        "entropy by alpha": " / ".join(fmt(rows[f"SPO α={a} β=0.1"]["entropy"], 2) for a in ("0.5", "1", "2")),
+        "target entropy by alpha": " / ".join(
+            fmt(rows[f"SPO α={a} β=0.1"]["target_entropy"], 2) for a in ("0.5", "1", "2")
+        ),
+        "steps": f"{spo['steps']} steps",
+    }
+    assert_figures_in(issue, figures, "docs/upstream.md's issue text")

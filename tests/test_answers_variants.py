@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-import trl_spo.benchmarks.answers as answers
-from trl_spo.benchmarks.answers import (
+import benchmarks.answers as answers
+from benchmarks.answers import (
     REFERENCES,
     SETTING_GROUPS,
     TASKS,
@@ -29,7 +29,7 @@ from trl_spo.benchmarks.answers import (
     ReferenceSFT,
     reference_key,
 )
-from trl_spo.benchmarks.answers_task import AnswersTask
+from benchmarks.answers_task import AnswersTask
 
 
 def test_skewed_reference_draws_its_answers_in_the_stated_proportions():

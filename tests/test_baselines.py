@@ -59,6 +59,13 @@ def test_baseline_configuration_errors(tmp_path, tiny_model_path, ranked_dataset
     for name in ("alpha", "gamma"):
         with pytest.raises(ValueError, match=f"`{name}=0.5`: the DPO-family baselines have no SPO {name}"):
             make_args(tmp_path, config_class=NaryDPOConfig, **{name: 0.5})
+    # SPO's KL and sampling fields are refused too, all named in one error, rather than silently unused.
+    with pytest.raises(
+        ValueError, match="`generation_interval=4`, `temperature=0.7`: SPO's own fields, which the DPO"
+    ):
+        make_args(tmp_path, config_class=NaryDPOConfig, generation_interval=4, temperature=0.7)
+    with pytest.raises(ValueError, match="`regularizer='dataset_kl'`: SPO's own fields"):
+        make_args(tmp_path, config_class=NaryDPOConfig, regularizer="dataset_kl")
     with pytest.raises(ValueError, match=r"`nary_loss_type` must be one of \['s_dpo', 'pl_dpo'\], got 'spo'"):
         make_args(tmp_path, config_class=NaryDPOConfig, nary_loss_type="spo")
     with pytest.raises(ValueError, match="`beta` must be > 0: it is DPO's beta of `s_dpo`"):

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-`trl-spo bench chat`'s committed results: the table in docs/results.md, the JSON, the figure and the evaluated answers
+`benchmarks.chat_frontier`'s committed results: the table in docs/results.md, the JSON, the figure and the evaluated answers
 are one run, and `--rerender_from` rebuilds them from the answers without training (nothing here trains).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_spo.benchmarks.chat_frontier import (
+from benchmarks.chat_frontier import (
     DEFAULT_SETTINGS,
     caption_for,
     main,
@@ -32,7 +32,7 @@ from trl_spo.benchmarks.chat_frontier import (
     recompute_rows,
     rerender,
 )
-from trl_spo.benchmarks.chat_task import read_jsonl
+from benchmarks.chat_task import read_jsonl
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The chat task of `trl_spo.benchmarks.chat_task`: its known reward, its simulated annotators, its shipped files."""
+"""The chat task of `benchmarks.chat_task`: its known reward, its simulated annotators, its shipped files."""
 
 import math
 import random
@@ -22,9 +22,8 @@ from itertools import product
 import pytest
 from datasets import Dataset
 
-from trl_spo import detect_preference_format
-from trl_spo.benchmarks import chat_task
-from trl_spo.benchmarks.chat_task import (
+from benchmarks import chat_task
+from benchmarks.chat_task import (
     MAX_REWARD,
     bradley_terry_pairs,
     jsonl_text,
@@ -38,6 +37,7 @@ from trl_spo.benchmarks.chat_task import (
     reward,
     reward_terms,
 )
+from trl_spo import detect_preference_format
 from trl_spo.data import validate_nary_example
 
 from .conftest import REPO_ROOT

@@ -233,12 +233,13 @@ def test_help_says_how_to_run_and_lists_spo_fields_first(capsys):
     status, help_text, _ = _trl_spo("--help", capsys=capsys)
     assert status == 0
     head = help_text[: help_text.index("--output_dir")]
-    for mentioned in ("--config", "--accelerate_config", "trl-spo eval", "trl-spo bench", "accelerate launch"):
+    for mentioned in ("--config", "--accelerate_config", "trl-spo eval", "trl-spo pair_weights", "accelerate launch"):
         assert mentioned in head, mentioned
     # SPO's own fields come before the ~150 inherited ones.
     spo_group, training_group = help_text.index("SPO (SPOConfig's own fields"), help_text.index("training (DPOConfig")
     for name in ("--beta", "--alpha", "--gamma", "--generation_interval", "--kl_batch_size"):
         assert spo_group < help_text.index(f"  {name} ") < training_group, name
+    assert "trl-spo pair_weights --model" in help_text[spo_group:training_group]  # where alpha is chosen
     # Every DPO field SPOConfig refuses is in the last group, marked.
     refused_at = help_text.index("DPO options that SPOConfig refuses")
     for name in ("loss_type", "precompute_ref_log_probs", "f_divergence_type", "sync_ref_model", "use_weighting"):
@@ -246,11 +247,22 @@ def test_help_says_how_to_run_and_lists_spo_fields_first(capsys):
     assert help_text[refused_at:].count("[refused by SPOConfig:") == len(DPO_ONLY_FIELDS)
 
 
-def test_bench_help_lists_the_benchmarks(capsys):
-    status, stdout, _ = _trl_spo("bench", "--help", capsys=capsys)
-    assert status == 0 and "expert" in stdout and "Softmax(r / alpha)" in stdout
-    status, _, stderr = _trl_spo("bench", capsys=capsys)
-    assert status == 2 and "expected a benchmark name, got nothing" in stderr
+def test_pair_weights_is_a_command_of_its_own(capsys):
+    status, stdout, _ = _trl_spo("pair_weights", "--help", capsys=capsys)
+    assert status == 0 and stdout.startswith("usage: trl-spo pair_weights") and "--alphas" in stdout
+
+
+def test_bench_was_removed_and_says_where_each_benchmark_went(capsys):
+    status, _, stderr = _trl_spo("bench", "answers", "--tiny", capsys=capsys)
+    assert status == 2 and "`python -m benchmarks.answers`" in stderr and "not part of the installed package" in stderr
+    status, _, stderr = _trl_spo("bench", "expert", capsys=capsys)
+    assert status == 2 and "`python -m benchmarks.expert_distribution`" in stderr
+    status, _, stderr = _trl_spo("bench", "pair_weights", capsys=capsys)
+    assert status == 2 and "now `trl-spo pair_weights`" in stderr
+    # Every removed name points to a module that exists in the checkout's benchmarks/.
+    for name, command in cli.BENCHMARK_COMMANDS.items():
+        module = command.removeprefix("python -m ").replace(".", "/") + ".py"
+        assert name == "pair_weights" or (REPO_ROOT / module).is_file(), (name, command)
 
 
 def test_summary_explains_the_loss_scale():

@@ -23,14 +23,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trl_spo.benchmarks.expert_distribution import (
+from benchmarks.expert_distribution import (
     BenchmarkConfig,
     Setting,
     markdown_table,
     run,
     summarize_setting,
 )
-from trl_spo.benchmarks.expert_task import (
+from benchmarks.expert_task import (
     PROMPT,
     ExpertTask,
     build_reference_model,
@@ -42,7 +42,9 @@ from trl_spo.benchmarks.expert_task import (
     response_token_ids,
     total_variation,
 )
-from trl_spo.benchmarks.reporting import ProgressPrinter, update_doc
+from benchmarks.reporting import ProgressPrinter, update_doc
+
+from .doc_figures import assert_figures_in, fmt, passage, read_doc
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +145,7 @@ def test_reference_model_fits_its_distribution_and_stops(reference_model, tokeni
 
 
 def test_settings_reject_what_they_cannot_run():
-    with pytest.raises(ValueError, match="method must be 'spo' or 'dpo', got 'ppo'"):
+    with pytest.raises(ValueError, match=r"method must be one of \(.*\), got 'ppo'"):
         Setting("ppo", beta=0.1)
     with pytest.raises(ValueError, match="alpha is required for SPO"):
         Setting("spo", beta=0.1)
@@ -253,7 +255,7 @@ def test_shipped_results_are_one_run():
 
 
 def test_shipped_results_support_what_the_docs_say():
-    """The claims of docs/results.md and the README, checked against the committed run."""
+    """The claims of docs/results.md, checked against the committed run."""
     rows = {
         row["name"]: row
         for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
@@ -270,37 +272,34 @@ def test_shipped_results_support_what_the_docs_say():
 
 
 def test_shipped_mass_on_the_valid_answers_is_what_the_docs_say():
-    """README and docs/upstream.md give the TV and max-probability figures conditioned on Y, with pi(Y) beside them."""
+    """docs/upstream.md gives the TV and max-probability figures conditioned on Y, with pi(Y) beside them."""
     rows = {
         row["name"]: row
         for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
     }
     mass = {name: row["mass_on_Y"] for name, row in rows.items()}
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
-    upstream = " ".join((REPO_ROOT / "docs" / "upstream.md").read_text().replace("> ", " ").split())
-    # "SPO with beta = 0 and alpha = 0.5 / 1 / 2, 0.0001 / 0.88 / 0.99".
-    without_kl = " / ".join(f"{mass[f'SPO α={a} β=0']:.{digits}f}" for a, digits in (("0.5", 4), ("1", 2), ("2", 2)))
-    assert without_kl == "0.0001 / 0.88 / 0.99"
-    assert f"`alpha` = 0.5 / 1 / 2, {without_kl}" in readme and f"({without_kl} for `alpha`" in upstream
-    # "DPO with beta = 0.1 / 0.01, 1.9e-6 / 0.094"; "SPO with the KL on, 0.997-0.998".
-    assert f"{mass['DPO β=0.1']:.1e}" == "1.9e-06" and round(mass["DPO β=0.01"], 3) == 0.094
-    assert "0.01, 1.9e-6 / 0.094" in readme
-    assert {round(mass[f"SPO α=1 β={b}"], 3) for b in ("0.01", "0.1", "1")} == {0.997, 0.998}
-    # Conditioned on Y: "within total variation 0.01-0.06" (beta = 0), "0.99 of that conditional mass" (DPO).
+    issue = passage(read_doc("docs/upstream.md"), "Why in TRL:", "Users have asked")
     tv = [rows[f"SPO α={a} β=0"]["tv_to_target"] for a in ("0.5", "1", "2")]
-    assert (round(min(tv), 2), round(max(tv), 2)) == (0.01, 0.06)
-    assert {round(rows[f"DPO β={b}"]["max_prob"], 2) for b in ("0.1", "0.01")} == {0.99}
-    kl = [rows[f"SPO α=1 β={b}"]["kl_to_reference"] for b in ("0", "1")]
-    assert f"exact KL to it {kl[0]:.2f} -> {kl[1]:.2f}" in readme
+    with_kl = sorted({fmt(mass[f"SPO α=1 β={b}"], 3) for b in ("0.01", "0.1", "1")})
+    dpo_max = {fmt(rows[f"DPO β={b}"]["max_prob"], 2) for b in ("0.1", "0.01")}
+    assert len(dpo_max) == 1, f"the doc gives one figure for both DPO runs; the data: {dpo_max}"
+    figures = {
+        # pi(Y) without the KL: 4 decimals for alpha = 0.5, whose mass is near 0.
+        "pi(Y), SPO beta = 0, by alpha": " / ".join(
+            fmt(mass[f"SPO α={a} β=0"], digits) for a, digits in (("0.5", 4), ("1", 2), ("2", 2))
+        ),
+        "pi(Y), SPO with the KL": "-".join(with_kl),
+        "TV to the target conditioned on Y, SPO beta = 0": f"{fmt(min(tv), 2)}-{fmt(max(tv), 2)}",
+        "DPO's largest probability conditioned on Y": dpo_max.pop(),
+    }
+    assert_figures_in(issue, figures, "docs/upstream.md's issue text")
 
 
-def test_cli_dispatches_to_the_benchmark_and_rejects_bad_input(capsys):
-    from trl_spo.cli import main
+def test_command_line_rejects_bad_input():
+    from benchmarks.expert_distribution import main
 
     with pytest.raises(ValueError, match="--max_steps must be >= 1, got 0"):
-        main(["bench", "expert", "--max_steps", "0"])
-    assert main(["bench", "nope"]) == 2
-    assert "expected a benchmark name, got 'nope'" in capsys.readouterr().err
+        main(["--max_steps", "0"])
 
 
 def test_progress_names_the_setting_the_step_and_the_time_left():
@@ -321,28 +320,27 @@ def test_progress_names_the_setting_the_step_and_the_time_left():
 
 
 def test_shipped_reading_states_the_committed_run():
-    """The figures of docs/results.md's 'Reading the table', formatted from the committed JSON."""
+    """The figures of docs/results.md's 'Reading the table', formatted from the committed JSON and found there."""
     rows = {
         row["name"]: row
         for row in json.loads((REPO_ROOT / "docs/results/expert_distribution.json").read_text())["rows"]
     }
-    doc = (REPO_ROOT / "docs" / "results.md").read_text()
-    reading = " ".join(doc[doc.index("### Reading the table") : doc.index("### Limits of this benchmark")].split())
+    reading = passage(read_doc("docs/results.md"), "### Reading the table", "### Limits of this benchmark")
     spo = [rows[f"SPO α={a} β=0"] for a in ("0.5", "1", "2")]
     sweep = [rows[f"SPO α=1 β={b}"] for b in ("0", "0.01", "0.1", "1")]
     dpo = [rows[f"DPO β={b}"] for b in ("0.01", "0.1")]
-    expected = [
-        "within total variation " + " / ".join(f"{r['tv_to_target']:.3f}" for r in spo),
-        "entropy (" + " / ".join(f"{r['entropy']:.2f}" for r in spo) + " nats)",
-        "the target's (" + " / ".join(f"{r['target_entropy']:.2f}" for r in spo) + ")",
-        f"π(Y) = {spo[0]['mass_on_Y']:.4f} / {spo[1]['mass_on_Y']:.2f} / {spo[2]['mass_on_Y']:.2f}",
-        f"DPO puts {dpo[0]['max_prob']:.3f} (β = 0.01 and β = 0.1)",
-        f"entropy {dpo[0]['entropy']:.2f} and {dpo[1]['entropy']:.2f} nats",
-        f"(π(Y) = {dpo[0]['mass_on_Y']:.3f} and {dpo[1]['mass_on_Y']:.3f})",
-        "over Y falls " + " → ".join(f"{r['kl_to_reference']:.3f}" for r in sweep),
-        f"softmax rises {sweep[0]['tv_to_target']:.3f} → {sweep[-1]['tv_to_target']:.3f}",
-        f"entropy ({sweep[2]['entropy']:.2f} and {sweep[3]['entropy']:.2f} nats)",
-    ]
-    assert f"{dpo[0]['max_prob']:.3f}" == f"{dpo[1]['max_prob']:.3f}"
-    missing = [text for text in expected if text not in reading]
-    assert missing == [], f"docs/results.md does not say: {missing}"
+    assert fmt(dpo[0]["max_prob"], 3) == fmt(dpo[1]["max_prob"], 3), "the doc gives one figure for both DPO runs"
+    figures = {
+        "TV to the target, SPO beta = 0, by alpha": " / ".join(fmt(r["tv_to_target"], 3) for r in spo),
+        "entropy, SPO beta = 0, by alpha": " / ".join(fmt(r["entropy"], 2) for r in spo),
+        "target entropy, by alpha": " / ".join(fmt(r["target_entropy"], 2) for r in spo),
+        "pi(Y), SPO beta = 0, by alpha": f"{fmt(spo[0]['mass_on_Y'], 4)} / {fmt(spo[1]['mass_on_Y'], 2)} / "
+        f"{fmt(spo[2]['mass_on_Y'], 2)}",
+        "DPO's largest probability conditioned on Y": fmt(dpo[0]["max_prob"], 3),
+        "DPO entropy, beta = 0.01 and 0.1": f"{fmt(dpo[0]['entropy'], 2)} and {fmt(dpo[1]['entropy'], 2)}",
+        "DPO pi(Y), beta = 0.01 and 0.1": f"{fmt(dpo[0]['mass_on_Y'], 3)} and {fmt(dpo[1]['mass_on_Y'], 3)}",
+        "exact KL to pi_ref over Y, by beta": " → ".join(fmt(r["kl_to_reference"], 3) for r in sweep),
+        "TV to the softmax, beta = 0 and 1": f"{fmt(sweep[0]['tv_to_target'], 3)} → {fmt(sweep[-1]['tv_to_target'], 3)}",
+        "entropy, beta = 0.1 and 1": f"{fmt(sweep[2]['entropy'], 2)} and {fmt(sweep[3]['entropy'], 2)}",
+    }
+    assert_figures_in(reading, figures, "docs/results.md's reading of the expert-distribution run")

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The maximum-entropy frontier (`trl_spo.benchmarks.frontier`): its math, and the report built from runs' JSON."""
+"""The maximum-entropy frontier (`benchmarks.frontier`): its math, and the report built from runs' JSON."""
 
 import json
 import math
@@ -20,8 +20,8 @@ import math
 import pytest
 import torch
 
-from trl_spo.benchmarks.answers_task import REWARD_LADDER
-from trl_spo.benchmarks.frontier import (
+from benchmarks.answers_task import REWARD_LADDER
+from benchmarks.frontier import (
     dpo_fixed_point,
     entropy,
     expected_reward,

@@ -75,7 +75,9 @@ def test_the_check_runs_the_gpu_preset_on_a_cpu_and_writes_every_field(tmp_path,
         "runs",
         "wall_seconds",
     }
-    assert result["complete"] is True and result["command"].startswith("trl-spo bench step_cost --preset gpu --tiny")
+    assert result["complete"] is True and result["command"].startswith(
+        "python -m benchmarks.step_cost --preset gpu --tiny"
+    )
     assert set(result["environment"]) == {
         "device",
         "cuda",
@@ -246,7 +248,7 @@ def test_the_tree_weighs_tracked_and_untracked_files_but_not_ignored_ones(tmp_pa
 
 def test_the_docs_hold_the_block_that_receives_the_gpu_table(tmp_path):
     """recipes/gpu/README.md pastes step_cost_gpu.md into docs/benchmarks.md's `step-cost-gpu` block."""
-    from trl_spo.benchmarks.reporting import update_doc
+    from benchmarks.reporting import update_doc
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text())

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The n-ary comparison (`trl_spo.benchmarks.nary_comparison`): exact win rates, fixed points, the report's rows."""
+"""The n-ary comparison (`benchmarks.nary_comparison`): exact win rates, fixed points, the report's rows."""
 
 import json
 import math
@@ -22,10 +22,10 @@ from collections import Counter
 import pytest
 import torch
 
-from trl_spo.benchmarks.answers import best_of_n_row, best_response_row
-from trl_spo.benchmarks.answers_task import REWARD_LADDER, AnswersTask
-from trl_spo.benchmarks.harness import Setting
-from trl_spo.benchmarks.nary_comparison import (
+from benchmarks.answers import best_of_n_row, best_response_row
+from benchmarks.answers_task import REWARD_LADDER, AnswersTask
+from benchmarks.harness import Setting
+from benchmarks.nary_comparison import (
     comparison_rows,
     own_target,
     plackett_luce_top_of_n,
@@ -151,7 +151,7 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
     """`--settings nary` on the 1 MB model: each method trains on its own data with its own trainer, then the report."""
     from dataclasses import replace
 
-    from trl_spo.benchmarks.answers import NARY_SETTINGS, TINY_MODEL_DIR, run, tiny_config
+    from benchmarks.answers import NARY_SETTINGS, TINY_MODEL_DIR, run, tiny_config
 
     config = tiny_config()
     # Three steps each: enough to see every method move its policy, not to compare them.

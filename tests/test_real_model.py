@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-SPO on a real pretrained chat model, on a CPU: SmolLM2-135M-Instruct (`trl_spo.benchmarks.smollm2`).
+SPO on a real pretrained chat model, on a CPU: SmolLM2-135M-Instruct (`benchmarks.smollm2`).
 
 A few steps with the global KL on, full fine-tuning and LoRA, on conversational pairs; then the saved model must
 answer through the chat template. What a tiny random model cannot show: the online samples are real chat answers that
@@ -38,8 +38,8 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from benchmarks.smollm2 import EOS_TOKEN, build_smollm2_checkpoint  # noqa: E402
 from trl_spo import SPOTrainer  # noqa: E402
-from trl_spo.benchmarks.smollm2 import EOS_TOKEN, build_smollm2_checkpoint  # noqa: E402
 
 from .helpers import make_args  # noqa: E402
 

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The cache logic of `trl_spo.benchmarks.smollm2`, with the dequantisation replaced by a fake (no model, no extra)."""
+"""The cache logic of `benchmarks.smollm2`, with the dequantisation replaced by a fake (no model, no extra)."""
 
 import importlib.util
 import json
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_spo.benchmarks import smollm2
+from benchmarks import smollm2
 
 
 @pytest.fixture

@@ -14,15 +14,17 @@
 
 """The step-cost benchmark runs end to end at a tiny size (no timing is asserted: that is what it reports)."""
 
+import importlib
+import os
 import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from benchmarks import step_cost
+from benchmarks.step_cost import TensorPeak
 from trl_spo import _trl_compat
-from trl_spo.benchmarks import step_cost
-from trl_spo.benchmarks.step_cost import TensorPeak
 
 from .test_trainer import FakeVLLMGeneration
 
@@ -47,7 +49,9 @@ def test_table_has_a_row_per_baseline_and_goes_into_the_docs(tmp_path):
         spo, baseline = float(cells[5]), float(cells[4])
         assert (spo - 5e-4) / (baseline + 5e-4) - 5e-3 <= ratio <= (spo + 5e-4) / (baseline - 5e-4) + 5e-3
         assert cells[-1] in ("yes", "no") and cells[11] != "—"  # the tensor peak is measured on a CPU too
-    assert "SPO vs DPO, cost per optimizer step on CPU (`trl-spo bench step_cost" in text and "- machine:" in text
+    assert (
+        "SPO vs DPO, cost per optimizer step on CPU (`python -m benchmarks.step_cost" in text and "- machine:" in text
+    )
 
 
 def test_a_model_config_needs_a_model_path():
@@ -102,3 +106,13 @@ def test_gpu_preset_and_its_vllm_smoke_run_at_a_tiny_size(monkeypatch, capsys):
     assert "vLLM colocate smoke run (3 steps, 2 refreshes)" in report
     (vllm,) = FakeVLLMGeneration.instances
     assert vllm.kwargs["mode"] == "colocate" and vllm.calls == ["sync", "generate", "sync", "generate"]
+
+
+def test_importing_the_benchmark_keeps_the_callers_offline_setting(monkeypatch):
+    # The module sets the hub's offline switches before transformers reads them, but only where the caller has not:
+    # importing it (as this test file and gpu_check.py do) must not overwrite a session's own setting.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    importlib.reload(step_cost)
+    assert os.environ["HF_HUB_OFFLINE"] == "0", "step_cost overwrote HF_HUB_OFFLINE=0 on import"
+    assert os.environ["HF_DATASETS_OFFLINE"] == "1", "step_cost did not fill in the unset HF_DATASETS_OFFLINE"

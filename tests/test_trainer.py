@@ -445,6 +445,23 @@ def test_samples_come_from_the_policy_not_from_the_model_generation_defaults(
     assert len(completions) > 8  # a random-init model sampled at temperature 1 almost never repeats itself
 
 
+def test_sampler_keeps_its_metrics_until_the_trainer_logs_them(tmp_path, tiny_model_path, standard_preference_dataset):
+    trainer = SPOTrainer(
+        model=tiny_model_path,
+        args=make_args(tmp_path, kl_batch_size=3),
+        train_dataset=standard_preference_dataset,
+    )
+    trainer.kl_sampler.prompts.add([[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    trainer.kl_sampler.refresh(step=0)
+    # The callback writes nothing into the trainer's private metrics: the trainer takes the sampler's at a log.
+    assert "samples/mean_length" not in trainer._metrics["train"]
+    trainer.model.train()
+    trainer.log({})
+    logged = trainer.state.log_history[-1]
+    assert 1 <= logged["samples/mean_length"] <= 8 and 0 <= logged["samples/clipped_ratio"] <= 1, logged
+    assert trainer.kl_sampler.take_metrics() == {}, "taken metrics must not be logged twice"
+
+
 def test_generation_share_is_the_share_of_refresh_time_over_the_logging_window(
     tmp_path, tiny_model_path, standard_preference_dataset
 ):

@@ -18,9 +18,10 @@ Plackett-Luce DPO, on the same data pipeline as SPO, with their own trainer and 
 is DPO's inverse temperature on reference log-ratios, and they take no KL term, no alpha and no sample weight.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
+from trl import DPOConfig
 
 from ._trl_compat import disable_gradient_checkpointing, reference_adapter
 from .config import SPOConfig
@@ -33,13 +34,25 @@ from .trainer import SPOTrainer
 NARY_DPO_LOSSES = ("s_dpo", "pl_dpo")
 
 
+def _spo_only_defaults() -> dict:
+    """SPOConfig's own fields but `alpha` and `gamma` (checked apart), with their defaults: the baselines use none."""
+    dpo_fields = {f.name for f in fields(DPOConfig)}
+    return {
+        f.name: f.default if f.default is not MISSING else f.default_factory()
+        for f in fields(SPOConfig)
+        if f.name not in dpo_fields and f.name not in ("alpha", "gamma")
+    }
+
+
 @dataclass
 class NaryDPOConfig(SPOConfig):
     r"""
     Configuration class for the [`NaryDPOTrainer`]: S-DPO or Plackett-Luce DPO on best-of-n or ranked data.
 
-    Every [`SPOConfig`] field keeps its meaning, but for `beta`, which is DPO's β here; SPO's own loss fields (`alpha`,
-    `gamma`, `regularizer` and the sampling fields) are not used: `alpha` and `gamma` must stay `0`.
+    It subclasses [`SPOConfig`] for SPO's n-ary data pipeline, and every DPO field keeps its meaning; `beta` is DPO's β
+    here. SPO's own fields are not used and are refused: `alpha` and `gamma` must stay `0`, and the KL and sampling
+    fields (`regularizer`, `generation_interval`, `kl_batch_size`, `max_completion_length`, `temperature`, ...,
+    `use_vllm`, `rank_weight_decay`) at their defaults, as [`SPOConfig`] refuses DPO's options that mean nothing for SPO.
 
     Parameters:
         nary_loss_type (`str`, *optional*, defaults to `"s_dpo"`):
@@ -76,6 +89,14 @@ class NaryDPOConfig(SPOConfig):
                     f"`{name}={getattr(self, name)!r}`: the DPO-family baselines have no SPO {name}; leave it at 0, "
                     "or train SPO with SPOTrainer."
                 )
+        defaults = _spo_only_defaults()
+        changed = {name: getattr(self, name) for name, default in defaults.items() if getattr(self, name) != default}
+        if changed:
+            settings = ", ".join(f"`{name}={value!r}`" for name, value in changed.items())
+            raise ValueError(
+                f"{settings}: SPO's own fields, which the DPO-family baselines do not use (they neither sample nor "
+                "take a KL term); leave them at their defaults, or train SPO with SPOTrainer."
+            )
 
     @property
     def uses_global_kl(self) -> bool:

@@ -13,15 +13,16 @@
 # limitations under the License.
 
 """
-`trl-spo`: the SPO counterpart of `trl dpo`, plus evaluation and benchmarks.
+`trl-spo`: the SPO counterpart of `trl dpo`, plus the alpha probe and evaluation.
 
 - `trl-spo [--accelerate_config NAME_OR_PATH] [accelerate flags] [training flags] [--config recipe.yaml]` parses the
   arguments like `trl dpo`, then runs `accelerate launch ... trl_spo/scripts/spo.py <training flags>`. Flags that the
   training parser does not know (`--num_processes`, `--config_file`, ...) go to `accelerate launch`. Before anything
   is launched, the recipe's keys, the flags and a local model path are checked, so a typo costs one line, not an
   `accelerate launch` usage dump.
+- `trl-spo pair_weights --model PATH --dataset FILE`: before training, Eq. 8's pair weights on your pairs for each
+  alpha (`trl_spo.pair_weights`, docs/choosing_alpha.md).
 - `trl-spo eval ...`: win rate and useful entropy of a trained model (`trl_spo.evaluation.cli`).
-- `trl-spo bench NAME ...`: the benchmarks (`trl_spo.benchmarks`).
 - `trl-spo upstream --trl-source DIR --output DIR`: SPO as a TRL pull request (`trl_spo.upstream`).
 """
 
@@ -31,8 +32,6 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
-
-from .benchmarks import BENCHMARKS
 
 
 class CommandLineError(ValueError):
@@ -129,20 +128,29 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     return launch_args, subtract_subsequence(argv, cli_remaining)
 
 
-def run_benchmark(argv: list[str]) -> int:
-    import importlib
+# The benchmarks left the package for the repository's `benchmarks/` folder (a wheel holds the library alone): the
+# removed `trl-spo bench NAME` says where each one went rather than failing as an unknown training flag.
+BENCHMARK_COMMANDS = {
+    "answers": "python -m benchmarks.answers",
+    "frontier": "python -m benchmarks.frontier",
+    "nary": "python -m benchmarks.nary_comparison",
+    "expert": "python -m benchmarks.expert_distribution",
+    "chat": "python -m benchmarks.chat_frontier",
+    "step_cost": "python -m benchmarks.step_cost",
+    "pair_weights": "trl-spo pair_weights",
+}
 
-    listing = "\n".join(f"  {name:<10} {about}" for name, (_, about) in BENCHMARKS.items())
-    usage = f"usage: trl-spo bench {{{','.join(BENCHMARKS)}}} [options]\n\nbenchmarks:\n{listing}\n"
-    if argv[:1] in (["-h"], ["--help"]):
-        print(usage + "\n`trl-spo bench NAME --help` lists a benchmark's options.")
-        return 0
-    if not argv or argv[0] not in BENCHMARKS:
-        found = repr(argv[0]) if argv else "nothing"
-        print(f"{usage}\ntrl-spo bench: error: expected a benchmark name, got {found}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(BENCHMARKS[argv[0]][0])
-    return module.main(argv[1:], prog=f"trl-spo bench {argv[0]}")
+
+def removed_bench_message(argv: list[str]) -> str:
+    """The one-line error of `trl-spo bench ...`, naming the command that replaced it."""
+    name = argv[0] if argv else None
+    if name == "pair_weights":
+        return "`trl-spo bench pair_weights` is now `trl-spo pair_weights` (same options)."
+    where = f"`{BENCHMARK_COMMANDS[name]}`" if name in BENCHMARK_COMMANDS else "`python -m benchmarks.NAME`"
+    return (
+        f"`trl-spo bench` was removed: the benchmarks are not part of the installed package. From a checkout of the "
+        f"repository, at its root, run {where} (`python -m benchmarks` lists them; docs/benchmarks.md)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluation.cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[0] == "pair_weights":
+        from .pair_weights import main as pair_weights_main
+
+        return pair_weights_main(argv[1:])
     if argv[0] == "bench":
-        return run_benchmark(argv[1:])
+        print(f"trl-spo: error: {removed_bench_message(argv[1:])}", file=sys.stderr)
+        return 2
     if argv[0] == "upstream":
         from .upstream import main as upstream_main
 

@@ -21,7 +21,7 @@ optimizer steps, the shards of gradient accumulation, the metrics and the checkp
 import itertools
 import os
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -419,9 +419,10 @@ class OnlineKLSampler(TrainerCallback):
     collective under ZeRO-3). Gradient accumulation spreads the buffer over the micro-batches of an optimizer step,
     so the KL is paid once per step.
 
-    Metrics, written into the trainer's training metrics: `samples/mean_length`, `samples/clipped_ratio` (one value per
-    refresh) and `time/generation_share`, the share of wall time spent refreshing (generation and the reference
-    forward) in the logging window: a ratio of sums over the window, which a mean of per-step ratios would understate.
+    Metrics, kept here until the trainer takes them at a log (`take_metrics`): `samples/mean_length`,
+    `samples/clipped_ratio` (one value per refresh) and `time/generation_share`, the share of wall time spent
+    refreshing (generation and the reference forward) in the logging window: a ratio of sums over the window, which a
+    mean of per-step ratios would understate.
 
     Args:
         draw (`Callable[[list[list[int]], int], KLSamples]`):
@@ -436,8 +437,6 @@ class OnlineKLSampler(TrainerCallback):
             Optimizer steps between two refreshes (T in Algorithm 1).
         max_completion_length (`int`):
             Token limit of a completion, to count the clipped ones.
-        metrics (`dict[str, list[float]]`):
-            The trainer's training metrics, averaged at each log.
         gather (`Callable[[torch.Tensor], torch.Tensor]`):
             Gathers a tensor from every process, for the metrics.
         device (`torch.device`):
@@ -456,7 +455,6 @@ class OnlineKLSampler(TrainerCallback):
         pool_size: int,
         generation_interval: int,
         max_completion_length: int,
-        metrics: dict[str, list[float]],
         gather: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
         clock: Callable[[], float] = time.perf_counter,
@@ -467,7 +465,7 @@ class OnlineKLSampler(TrainerCallback):
         self.prompts = RecentPrompts(capacity=pool_size)
         self.generation_interval = generation_interval
         self.max_completion_length = max_completion_length
-        self.metrics = metrics
+        self.metrics: dict[str, list[float]] = defaultdict(list)  # since the trainer last took them
         self.gather = gather
         self.device = device
         self.clock = clock
@@ -491,6 +489,11 @@ class OnlineKLSampler(TrainerCallback):
         lengths = self.gather(samples.completion_lengths.float())
         self.metrics["samples/mean_length"].append(lengths.mean().item())
         self.metrics["samples/clipped_ratio"].append((lengths >= self.max_completion_length).float().mean().item())
+
+    def take_metrics(self) -> dict[str, list[float]]:
+        """The metrics recorded since the last call, handed over (the trainer logs them) and forgotten here."""
+        metrics, self.metrics = self.metrics, defaultdict(list)
+        return metrics
 
     def next_shard(self, num_micro_batches: int) -> KLSamples | None:
         """

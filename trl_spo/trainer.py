@@ -227,7 +227,6 @@ class SPOTrainer(DPOTrainer):
             pool_size=max(kl_batch_size, args.per_device_train_batch_size * args.gradient_accumulation_steps),
             generation_interval=args.generation_interval,
             max_completion_length=args.max_completion_length,
-            metrics=self._metrics["train"],
             gather=self.accelerator.gather,
             device=self.accelerator.device,
         )
@@ -346,45 +345,12 @@ class SPOTrainer(DPOTrainer):
         )
         outputs = forward.token_outputs
         grid, mask, winner_index = response_grid(outputs.log_probs.sum(dim=1), inputs, self.preference_format)
-        weights = None  # μ of Eq. 12, centred on the mean over every process's micro-batch; 1 at gamma = 0
-        if self.args.gamma > 0:
-            weights = grid_sample_weights(
-                grid,
-                mask,
-                self.preference_format,
-                self.args.gamma,
-                self.args.rank_weight_decay,
-                self._sum_across_processes,
-            )
+        weights = self._sample_weights(grid, mask)
         row_losses = self._row_losses(model, inputs, grid, mask, winner_index, weights)
         preference_loss = row_losses.mean()
-
-        kl_term = preference_loss.new_zeros(())
-        per_sample_kl = kl_tokens = None
-        if kl_shard is not None:
-            kl_tokens, per_sample = self._sequence_kl(
-                model,
-                forward.extra_hidden,
-                kl_shard.reference_hidden,
-                kl_shard.completion_mask,
-                kl_shard.completion_positions,
-            )
-            # Eq. 13 averages over the whole buffer; the trainer divides each micro-batch's loss by the number of
-            # micro-batches, which the factor undoes for the shard sum.
-            kl_term = per_sample.sum() * (self.current_gradient_accumulation_steps / len(self.kl_sampler.samples))
-            per_sample_kl = per_sample.detach()
-        elif dataset_kl:
-            # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions, whose
-            # positions change with every batch (sizing them reads the device: this ablation pays a host sync).
-            positions = completion_positions(inputs["completion_mask"])
-            reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
-            reference_hidden = reference_hidden.flatten(0, 1).index_select(0, positions)
-            kl_tokens, per_sample = self._sequence_kl(
-                model, forward.hidden, reference_hidden, inputs["completion_mask"], positions
-            )
-            kl_term = per_sample.mean()
-            per_sample_kl = per_sample.detach()
-
+        kl_term, per_sample_kl, kl_tokens = self._kl_term(model, inputs, forward, kl_shard, dataset_kl)
+        if kl_term is None:  # no KL on this micro-batch
+            kl_term = preference_loss.new_zeros(())
         loss = preference_loss + self.beta * kl_term
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
@@ -400,6 +366,49 @@ class SPOTrainer(DPOTrainer):
             token_kl=kl_tokens,
             outputs=outputs,
         )
+
+    def _sample_weights(self, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """μ of Eq. 12, centred on the mean over every process's micro-batch; `None` (μ = 1) at `gamma = 0`."""
+        if self.args.gamma == 0:
+            return None
+        return grid_sample_weights(
+            grid,
+            mask,
+            self.preference_format,
+            self.args.gamma,
+            self.args.rank_weight_decay,
+            self._sum_across_processes,
+        )
+
+    def _kl_term(self, model, inputs, forward, kl_shard: KLSamples | None, dataset_kl: bool):
+        """
+        This micro-batch's share of the KL term, before `beta`, as `(term, per-sample KL, token KL)`: on the online
+        samples (Eq. 13, the global KL), on the batch's own completions (Table 6's ablation), or `(None, None, None)`
+        when there is none (`beta = 0`, evaluation, or a micro-batch whose slice of the samples is empty).
+        """
+        if kl_shard is not None:
+            kl_tokens, per_sample = self._sequence_kl(
+                model,
+                forward.extra_hidden,
+                kl_shard.reference_hidden,
+                kl_shard.completion_mask,
+                kl_shard.completion_positions,
+            )
+            # Eq. 13 averages over the whole buffer; the trainer divides each micro-batch's loss by the number of
+            # micro-batches, which the factor undoes for the shard sum.
+            term = per_sample.sum() * (self.current_gradient_accumulation_steps / len(self.kl_sampler.samples))
+            return term, per_sample.detach(), kl_tokens
+        if dataset_kl:
+            # Table 6's "in-dataset (tokenwise)" ablation: Eq. 13's estimator on the batch's own completions, whose
+            # positions change with every batch (sizing them reads the device: this ablation pays a host sync).
+            positions = completion_positions(inputs["completion_mask"])
+            reference_hidden = self._reference_hidden_states(inputs["input_ids"], inputs["attention_mask"])
+            reference_hidden = reference_hidden.flatten(0, 1).index_select(0, positions)
+            kl_tokens, per_sample = self._sequence_kl(
+                model, forward.hidden, reference_hidden, inputs["completion_mask"], positions
+            )
+            return per_sample.mean(), per_sample.detach(), kl_tokens
+        return None, None, None
 
     def _sum_across_processes(self, totals: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
@@ -430,6 +439,9 @@ class SPOTrainer(DPOTrainer):
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         for name, value in self._device_metrics.read(mode).items():
             self._metrics[mode][name] = [value]
+        if mode == "train" and self.kl_sampler is not None:  # the sampler's own: sample lengths, generation share
+            for name, values in self.kl_sampler.take_metrics().items():
+                self._metrics[mode][name].extend(values)
         super().log(logs, start_time)
 
     def _raise_if_diverged(self) -> None:

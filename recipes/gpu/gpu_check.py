@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 The GPU check's Python entry point: check the machine first (GPU, bf16, versions, every requirement of trl-spo and of
-the carried wheels, the imports), then run the GPU preset of the step-cost benchmark (`trl-spo bench step_cost --preset
+the carried wheels, the imports), then run the GPU preset of the step-cost benchmark (`python -m benchmarks.step_cost --preset
 gpu`: SPO, DPO and precomputed-reference DPO, bf16, Qwen2-0.5B's shape, 1,024 tokens) and write its JSON and its
 Markdown table into `--out`. `recipes/gpu/run.sh` installs the carried wheels and runs it on the lent machine; from the
 repository's root, with the wheels on PYTHONPATH:
@@ -22,7 +22,7 @@ repository's root, with the wheels on PYTHONPATH:
     python recipes/gpu/gpu_check.py --out DIR --require-cuda --check-only  # only the environment check
     python recipes/gpu/gpu_check.py --out DIR --tiny                       # the same code, tiny, on a CPU (the tests)
 
-Other arguments go to the benchmark (e.g. `--measure-steps 8 --warmup-steps 1`; `trl-spo bench step_cost --help`).
+Other arguments go to the benchmark (e.g. `--measure-steps 8 --warmup-steps 1`; `python -m benchmarks.step_cost --help`).
 Files written into DIR: environment.json (first, also when the check fails), step_cost_gpu.json (rewritten after each
 trainer; `"complete": true` at the end), step_cost_gpu.md.
 """
@@ -44,8 +44,11 @@ from packaging.utils import canonicalize_name  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# benchmarks/ lives in the checkout, not in the package: run.sh puts the root on PYTHONPATH, a direct run needs it too.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
 # Imported, in this order, before anything is measured: an error here costs seconds, not the lease.
-IMPORTS = ("torch", "transformers", "accelerate", "datasets", "trl", "trl_spo", "trl_spo.benchmarks.step_cost")
+IMPORTS = ("torch", "transformers", "accelerate", "datasets", "trl", "trl_spo", "benchmarks.step_cost")
 
 
 class EnvironmentCheckError(SystemExit):
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_only:
         return 0
 
-    from trl_spo.benchmarks import step_cost
+    from benchmarks import step_cost
 
     benchmark_argv = [
         "--preset",

@@ -7,7 +7,7 @@
 #   GPU_CHECK_BUDGET_S=200 bash recipes/gpu/run.sh --generation-interval 4 --measure-steps 4 --warmup-steps 1
 #
 # 2 warm-up steps, then 8 measured steps (one refresh of SPO's KL samples); arguments go to the benchmark after these
-# and override them (`trl-spo bench step_cost --help`). Results go to $OUT (the device tool sets it;
+# and override them (`python -m benchmarks.step_cost --help`). Results go to $OUT (the device tool sets it;
 # /tmp/gpu-check otherwise): log.txt, environment.json, step_cost_gpu.json, step_cost_gpu.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

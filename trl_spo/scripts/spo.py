@@ -50,13 +50,11 @@ import argparse
 import math
 from dataclasses import fields
 
-from trl_spo.benchmarks import BENCHMARKS
 
-
-USAGE = f"""\
+USAGE = """\
 usage: trl-spo --config RECIPE.yaml [--accelerate_config NAME_OR_PATH] [--FIELD VALUE ...] [accelerate options]
        trl-spo eval [--config EVAL.yaml] [--FIELD VALUE ...]
-       trl-spo bench {{{",".join(BENCHMARKS)}}} [options]
+       trl-spo pair_weights --model PATH --dataset PAIRS.jsonl [--alphas A ...]
        trl-spo upstream --trl-source TRL_TREE --output DIR
 
 Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one with DPO:
@@ -66,7 +64,8 @@ Train a model with Soft Preference Optimization (SPO), as `trl dpo` trains one w
   trl-spo --config recipe.yaml --accelerate_config zero3    launch through accelerate (TRL's configs or a path)
 
 Options the training parser does not know (--num_processes, --config_file, ...) go to `accelerate launch`.
-`trl-spo eval --help`: win rates and useful entropy of a trained model. `trl-spo bench --help`: the benchmarks.
+`trl-spo pair_weights --help`: before training, the pair weights each alpha gives your pairs (choosing alpha).
+`trl-spo eval --help`: win rates and useful entropy of a trained model.
 `trl-spo upstream --help`: SPO as a ready TRL pull request.
 `trl-spo --help`: every training field, SPO's own first."""
 
@@ -197,7 +196,14 @@ def _group_help(parser: argparse.ArgumentParser, dataclass_types: tuple) -> None
     script, training, model, mixture = ({f.name for f in fields(cls)} for cls in dataclass_types)
     spo = {"beta", *SPO_FIELDS}  # beta is DPOConfig's field with SPO's meaning
     groups = [
-        (parser.add_argument_group("SPO (SPOConfig's own fields; beta is the weight of the global KL)"), spo),
+        (
+            parser.add_argument_group(
+                "SPO (SPOConfig's own fields; beta is the weight of the global KL)",
+                "Pick alpha before training: `trl-spo pair_weights --model MODEL --dataset PAIRS` prints the pair "
+                "weight each alpha gives your pairs (docs/choosing_alpha.md).",
+            ),
+            spo,
+        ),
         (parser.add_argument_group("training (DPOConfig and transformers.TrainingArguments)"), training),
         (parser.add_argument_group("model (trl.ModelConfig)"), model),
         (parser.add_argument_group("dataset (trl.ScriptArguments)"), script),

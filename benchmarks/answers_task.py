@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Short answers with a known reward: the world of `trl-spo bench answers`, on a real chat model.
+Short answers with a known reward: the world of `python -m benchmarks.answers`, on a real chat model.
 
 Every prompt asks for one member of a category ("Name a colour."), whose answer set is finite and short (six one-word
 answers). Each answer has a known reward, set by its position in the category's list (`REWARD_LADDER`, best first);

@@ -18,7 +18,7 @@ Before training: what would Eq. 8's pair weight be on your pairs, for each alpha
 The gradient of SPO's pairwise loss (Eq. 8) weights a pair by `w = sigmoid(alpha * (log pi(y_l) - log pi(y_w)))`:
 0.5 at a tie, near 0 when the model already prefers the winner by many nats, near 1 when it prefers the loser by many.
 Which of these a pair is depends on `alpha` times the gap between the two *sequence* log-probs, and those gaps grow
-with the completions' length. `trl-spo bench pair_weights --model PATH --dataset FILE` scores a sample of the pairs
+with the completions' length. `trl-spo pair_weights --model PATH --dataset FILE` scores a sample of the pairs
 under a model (your SFT model, the one SPO will start from), and prints, for each alpha, the mean weight and the share
 of saturated pairs (w < 0.01 or w > 0.99), with the distribution of the gaps. A saturated pair trains like a
 hinge (all or nothing); if most pairs saturate, alpha is too large for this data: see docs/choosing_alpha.md.
@@ -79,7 +79,7 @@ def completion_ids(tokenizer, prompt, completion) -> tuple[list[int], list[int]]
 @torch.no_grad()
 def sequence_log_probs(model, sequences: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int) -> list:
     """`sum_t log pi(y_t | x, y_<t)` of each `(prompt_ids, completion_ids)`, float64."""
-    from ..evaluation.generation import completion_token_logps
+    from .evaluation.generation import completion_token_logps
 
     prompts = [p for p, _ in sequences]
     completions = [c for _, c in sequences]
@@ -145,7 +145,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench pair_weights") -> int:
+def main(argv: list[str] | None = None, prog: str = "trl-spo pair_weights") -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -168,4 +168,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench pair_weights"
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.pair_weights"))
+    raise SystemExit(main(prog="python -m trl_spo.pair_weights"))

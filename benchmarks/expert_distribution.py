@@ -15,8 +15,8 @@
 """
 Expert-distribution benchmark: does training land on `Softmax(r / alpha)`, or collapse?
 
-`trl-spo bench expert` (or `python -m trl_spo.benchmarks.expert_distribution`) trains the task of
-`trl_spo.benchmarks.expert_task` with the real `SPOTrainer` and `DPOTrainer`, one setting after another in one process,
+`python -m benchmarks.expert_distribution` (from a checkout's root) trains the task of
+`benchmarks.expert_task` with the real `SPOTrainer` and `DPOTrainer`, one setting after another in one process,
 from the same reference model on the same pairs, and enumerates `pi_theta(. | x, Y)` exactly during and after
 training. It writes, to `--output_dir`:
 
@@ -124,7 +124,7 @@ class DistributionTracker(TrainerCallback):
 
 
 def training_plan(config: BenchmarkConfig) -> TrainingPlan:
-    """What every setting shares (`trl_spo.benchmarks.harness`)."""
+    """What every setting shares (`benchmarks.harness`)."""
     return TrainingPlan(
         seed=config.seed,
         max_steps=config.max_steps,
@@ -333,7 +333,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench expert") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.expert_distribution") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = make_parser(prog).parse_args(argv)
     for name in ("num_pairs", "max_steps"):
@@ -347,4 +347,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench expert") -> i
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.expert_distribution"))
+    raise SystemExit(main())

@@ -15,9 +15,9 @@
 """
 SPO and DPO on an open-ended chat task at a CPU budget (SmolLM2-135M-Instruct): inconclusive at its default budget.
 
-`trl-spo bench chat` (or `python -m trl_spo.benchmarks.chat_frontier`) is a small version of the paper's section 7.
-It trains SmolLM2-135M-Instruct (`trl_spo.benchmarks.smollm2`, built offline from a GGUF file) on preference data that
-simulated annotators labelled with a known reward (`trl_spo.benchmarks.chat_task`), once per setting (SPO at several
+`python -m benchmarks.chat_frontier` (from a checkout's root) is a small version of the paper's section 7.
+It trains SmolLM2-135M-Instruct (`benchmarks.smollm2`, built offline from a GGUF file) on preference data that
+simulated annotators labelled with a known reward (`benchmarks.chat_task`), once per setting (SPO at several
 alpha with beta = 0.01 and with beta = 0, DPO at two betas, SPO on rankings, SPO with LoRA, and the paper's
 Table 6 ablation that measures the KL on the dataset's completions), all from the same data, steps, learning rate and
 seed. Each trained policy then answers the held-out prompts `k` times, and is measured with `trl_spo.evaluation`:
@@ -60,7 +60,7 @@ from .harness import Setting, TrainingPlan, select_settings, train_setting
 from .reporting import ProgressPrinter, update_doc
 
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "recipes" / "smollm2" / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "recipes" / "smollm2" / "data"
 
 
 DEFAULT_SETTINGS = (
@@ -117,7 +117,7 @@ class BenchmarkConfig:
 
 
 def training_plan(config: BenchmarkConfig) -> TrainingPlan:
-    """What every setting shares (`trl_spo.benchmarks.harness`); rankings take `batch_size // 2` rows of 4."""
+    """What every setting shares (`benchmarks.harness`); rankings take `batch_size // 2` rows of 4."""
     return TrainingPlan(
         seed=config.seed,
         max_steps=config.max_steps,
@@ -182,7 +182,7 @@ def sample_and_score(policy_dir: str, base, tokenizer, rows: list[dict], config:
     """
     from transformers import AutoModelForCausalLM, set_seed
 
-    from ..evaluation.generation import (
+    from trl_spo.evaluation.generation import (
         completion_entropies,
         completion_token_logps,
         encode_prompt,
@@ -237,7 +237,7 @@ def sample_and_score(policy_dir: str, base, tokenizer, rows: list[dict], config:
 
 def summarize_policy(records: list[dict], rows: list[dict]) -> dict:
     """The table's numbers for one policy, from its evaluated answers and the base model's cached ones."""
-    from ..evaluation.metrics import (
+    from trl_spo.evaluation.metrics import (
         clustered_mean,
         clustered_win_rate,
         distinct_n,
@@ -515,7 +515,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench chat") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.chat_frontier") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = make_parser(prog).parse_args(argv)
     command = shlex.join(prog.split() + argv)
@@ -541,4 +541,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench chat") -> int
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.chat_frontier"))
+    raise SystemExit(main())

@@ -325,7 +325,7 @@ def plot(rows: list[dict], curves: dict, rewards: torch.Tensor, path) -> None:
     plt.close(figure)
 
 
-def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.frontier", log=print) -> dict:
+def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier", log=print) -> dict:
     """
     Reads the runs in `results_dir` (`SOURCES`), writes `frontier.json` and `frontier.png` there, and the tables into
     `doc`'s block `frontier`. Returns the payload. Seconds: the runs are already measured; this only computes.
@@ -393,7 +393,7 @@ def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.f
     return payload
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench frontier") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.frontier") -> int:
     import argparse
     import shlex
     import sys
@@ -411,4 +411,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench frontier") ->
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.frontier"))
+    raise SystemExit(main())

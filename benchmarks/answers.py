@@ -15,11 +15,11 @@
 """
 Known answers on a real chat model: does SPO land on `Softmax(r / alpha)` while DPO collapses?
 
-`trl-spo bench answers` (or `python -m trl_spo.benchmarks.answers`) is the real-model counterpart of `bench expert`.
-It fine-tunes SmolLM2-135M-Instruct (built offline, `trl_spo.benchmarks.smollm2`) with TRL's `SFTTrainer` on uniformly
-drawn correct answers of the task in `trl_spo.benchmarks.answers_task` (the SFT reference, cached), then trains SPO and
+`python -m benchmarks.answers` (from a checkout's root) is the real-model counterpart of `benchmarks.expert_distribution`.
+It fine-tunes SmolLM2-135M-Instruct (built offline, `benchmarks.smollm2`) with TRL's `SFTTrainer` on uniformly
+drawn correct answers of the task in `benchmarks.answers_task` (the SFT reference, cached), then trains SPO and
 DPO settings from that reference on the same Bradley-Terry pairs, steps, learning rate and seed
-(`trl_spo.benchmarks.harness`), and measures each policy exactly: for every prompt, the probability of each correct
+(`benchmarks.harness`), and measures each policy exactly: for every prompt, the probability of each correct
 answer (teacher-forced, EOS included), on training prompts, held-out templates and held-out categories. It also
 samples `k` answers per prompt at temperature 1, which is what a user would see.
 
@@ -69,7 +69,7 @@ from .harness import Setting, TrainingPlan, benchmark_arguments, select_settings
 from .reporting import ProgressPrinter, update_doc
 
 
-TINY_MODEL_DIR = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "model"
+TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "model"
 
 # The default global-KL weight of the SPO settings, chosen from the beta sweep at alpha = 1 (docs/results.md): a
 # smaller beta lets more of the answer set's mass leak, a larger one pulls the answers towards the reference's own
@@ -163,7 +163,7 @@ class ReferenceSFT:
         answer_weights (`tuple[float, ...]`, *optional*): how often each answer of a category (best first) is drawn
             for the SFT data; `None` draws them uniformly. A reference whose preferences among the good answers are
             not the expert's (e.g. one mid-reward answer drawn far more often) is where DPO's fixed point
-            `pi_ref * exp(r / beta)` leaves the maximum-entropy frontier (`trl_spo.benchmarks.frontier`).
+            `pi_ref * exp(r / beta)` leaves the maximum-entropy frontier (`benchmarks.frontier`).
     """
 
     steps: int = 60
@@ -384,7 +384,7 @@ def sample_and_classify(model, tokenizer, task: AnswersTask, config: AnswersConf
     """
     from transformers import set_seed
 
-    from ..evaluation.generation import generation_config_for, sample_answers
+    from trl_spo.evaluation.generation import generation_config_for, sample_answers
 
     set_seed(config.plan.seed)
     generation_config = generation_config_for(model, tokenizer, config.max_new_tokens, 1.0, 1.0)
@@ -736,7 +736,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench answers") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.answers") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parsed = make_parser(prog).parse_args(argv)
     for name in ("max_steps", "eval_every"):
@@ -771,4 +771,4 @@ def main(argv: list[str] | None = None, prog: str = "trl-spo bench answers") -> 
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(prog="python -m trl_spo.benchmarks.answers"))
+    raise SystemExit(main())

@@ -29,9 +29,9 @@ entropy: a method that collapses onto one top answer is visibly not matching it.
 
 Files (`recipes/smollm2/data/`), each regenerable by one command:
 
-    python -m trl_spo.benchmarks.chat_task prompts --out recipes/smollm2/data      # prompts_{train,heldout}.jsonl
-    python -m trl_spo.benchmarks.chat_task generate --out recipes/smollm2/data     # samples the base model, labels
-    python -m trl_spo.benchmarks.chat_task label --data recipes/smollm2/data       # relabels the samples, no sampling
+    python -m benchmarks.chat_task prompts --out recipes/smollm2/data      # prompts_{train,heldout}.jsonl
+    python -m benchmarks.chat_task generate --out recipes/smollm2/data     # samples the base model, labels
+    python -m benchmarks.chat_task label --data recipes/smollm2/data       # relabels the samples, no sampling
 
 Everything here is pure and seeded except [`generate_base_samples`], which runs the model.
 """
@@ -756,7 +756,7 @@ def generate_base_samples(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from ..evaluation.generation import encode_prompt, generation_config_for, sample_answers
+    from trl_spo.evaluation.generation import encode_prompt, generation_config_for, sample_answers
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -877,7 +877,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m trl_spo.benchmarks.chat_task") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.chat_task") -> int:
     args = make_parser(prog).parse_args(argv)
     if args.command == "prompts":
         train, heldout = write_prompts(Path(args.out))

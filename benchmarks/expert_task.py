@@ -187,7 +187,7 @@ def build_reference_model(tokenizer, task: ExpertTask, seed: int, steps: int = 3
     A tiny Qwen2 LM fitted to `task.reference_distribution()` by minimising the exact cross-entropy
     `-sum_y q(y) log pi(y + EOS | prompt)` over `Y` (full batch, no sampling noise).
     """
-    from ..tiny_models import tiny_qwen2
+    from trl_spo.tiny_models import tiny_qwen2
 
     model = tiny_qwen2(
         tokenizer,

@@ -20,11 +20,11 @@ tokenizer with the embedding padded to 4,096, 32,000 and 128,256 rows, as many r
 run it, and DPO with `precompute_ref_log_probs=True` (its reference pass moved before training). Nothing is
 downloaded. From the repository root:
 
-    trl-spo bench step_cost                                       # the tiny configurations, both baselines
-    trl-spo bench step_cost --configs model --model PATH          # a real checkpoint (e.g. SmolLM2, see smollm2.py)
-    trl-spo bench step_cost --update_doc docs/benchmarks.md       # also rewrite the docs' table
-    trl-spo bench step_cost --profile                             # also where each step's time goes, per part
-    trl-spo bench step_cost --preset gpu                          # bf16, a ~0.5B Qwen2, 1,024-token sequences, CUDA
+    python -m benchmarks.step_cost                                # the tiny configurations, both baselines
+    python -m benchmarks.step_cost --configs model --model PATH   # a real checkpoint (e.g. SmolLM2, see smollm2.py)
+    python -m benchmarks.step_cost --update_doc docs/benchmarks.md  # also rewrite the docs' table
+    python -m benchmarks.step_cost --profile                      # also where each step's time goes, per part
+    python -m benchmarks.step_cost --preset gpu                   # bf16, a ~0.5B Qwen2, 1,024-token sequences, CUDA
     python recipes/gpu/gpu_check.py --out DIR --require-cuda      # the same, checked first, with JSON (recipes/gpu/)
 
 What is measured (docs/benchmarks.md discusses the results):
@@ -66,9 +66,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-# Read by huggingface_hub, transformers and tokenizers when first imported: set before importing them.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Read by huggingface_hub, transformers and tokenizers when first imported: set before importing them. Every model
+# here is built locally, so the benchmark runs offline unless the caller has said otherwise.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -433,11 +434,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     if args.measure_steps % args.generation_interval:
         parser.error("--measure-steps must be a multiple of --generation-interval")
     if "model" in args.configs and args.model is None:
-        parser.error("--configs model needs --model PATH (e.g. the SmolLM2 checkpoint of trl_spo.benchmarks.smollm2)")
+        parser.error("--configs model needs --model PATH (e.g. the SmolLM2 checkpoint of benchmarks.smollm2)")
     return args
 
 
-def main(argv: list[str] | None = None, prog: str = "trl-spo bench step_cost") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.step_cost") -> int:
     args = parse_args(argv, prog)
     command = shlex.join(prog.split() + list(argv if argv is not None else sys.argv[1:]))
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -689,3 +690,7 @@ def profile_step_parts(config: str, model_dir: Path, dataset, common: dict, spo:
         del trainer
         release_memory()
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-The GPU variant of the step-cost benchmark (`trl-spo bench step_cost --preset gpu [--vllm]`): SPO against DPO and
+The GPU variant of the step-cost benchmark (`python -m benchmarks.step_cost --preset gpu [--vllm]`): SPO against DPO and
 against DPO with precomputed reference log-probs, in bf16 on a random Qwen2 of Qwen2-0.5B's shape (~0.5B parameters,
 151,936-token vocabulary), with 1,024-token sequences: time per step, training tokens per second, peak CUDA memory and
 SPO's generation share. `--json PATH` also writes every figure as JSON (rewritten after each trainer, so a run cut off
