@@ -107,7 +107,7 @@ def frontier_summary(log_probs: torch.Tensor, reference_log_probs: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The report: every trained policy of `bench answers` placed against the frontier
+# The report: every trained policy of `benchmarks.answers` placed against the frontier
 # ---------------------------------------------------------------------------------------------------------------------
 
 # The runs the report reads, in this order (a missing file is skipped and said so): the default run and the beta
@@ -361,7 +361,7 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier"
     matches = matched_comparisons(rows)
     summary = headlines(matches)
     caption = (
-        "Every trained policy of `bench answers` against the maximum-entropy frontier, per prompt then averaged, "
+        "Every trained policy of `benchmarks.answers` against the maximum-entropy frontier, per prompt then averaged, "
         "of the policy conditioned on each prompt's answer set; the deficit is the frontier's entropy at the "
         "policy's own E[r] minus its entropy. DPO's fixed point, `π_ref exp(r/β)` normalised, from the same "
         f"reference's measured log-probabilities. Read from {', '.join(f'`{s}.json`' for s in read)}. Command: "
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.fronti
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--results_dir", default="docs/results", help="where the runs of `bench answers` are")
+    parser.add_argument("--results_dir", default="docs/results", help="where the runs of benchmarks.answers are")
     parser.add_argument("--update_doc", default=None, help="Markdown file whose block `frontier` receives the tables")
     parsed = parser.parse_args(argv)
     payload = report(parsed.results_dir, parsed.update_doc, command=shlex.join(prog.split() + argv))

@@ -14,7 +14,7 @@
 
 """
 The paper's Tables 4-5 in miniature, measured exactly: SPO, PL-DPO, S-DPO and Best-response SFT on best-of-n and ranked
-data of `bench answers --settings nary`, each policy against Best-response SFT.
+data of `python -m benchmarks.answers --settings nary`, each policy against Best-response SFT.
 
 The paper's metric is the win rate against Best-response SFT under the expert's reward. With every answer's
 probability known exactly it needs no sampling: `P(r(y) > r(y')) + P(r(y) = r(y')) / 2` for `y` from the policy and
