@@ -185,9 +185,12 @@ def matched_comparisons(
                 {
                     **{key: spo[key] for key in ("reference", "categories", "split")},
                     "spo": spo["name"],
+                    "spo_beta": spo["beta"],
                     "dpo": dpo["name"],
                     "spo_expected_reward": spo["expected_reward"],
                     "dpo_expected_reward": dpo["expected_reward"],
+                    "spo_mass": spo["mass"],
+                    "dpo_mass": dpo["mass"],
                     "entropy_gap": spo["entropy"] - dpo["entropy"],
                     "deficit_gap": dpo["deficit"] - spo["deficit"],
                 }
@@ -199,14 +202,16 @@ REFERENCE_NAMES = {"uniform": "the uniform SFT reference", "skewed": "the skewed
 CATEGORY_NAMES = {"first": "the first category set", "second": "the second category set"}
 
 
-def headlines(matches: list[dict], split: str = "train") -> list[str]:
+def headlines(matches: list[dict], split: str = "train", spo_beta: float = 0.1) -> list[str]:
     """
     One sentence per reference and category set, on `split`: the fair comparison as measured, for the docs' headline.
-    Where several SPO rows found a match, the one whose rewards are closest speaks.
+    SPO speaks with its default KL weight `spo_beta` (the sweep's other betas are in the table); where several of its
+    alphas found a match, the one whose reward is closest to its DPO match's.
     """
     sentences = []
-    for key in sorted({(m["reference"], m["categories"]) for m in matches if m["split"] == split}):
-        group = [m for m in matches if (m["reference"], m["categories"]) == key and m["split"] == split]
+    chosen = [m for m in matches if m["split"] == split and m.get("spo_beta", spo_beta) == spo_beta]
+    for key in sorted({(m["reference"], m["categories"]) for m in chosen}):
+        group = [m for m in chosen if (m["reference"], m["categories"]) == key]
         m = min(group, key=lambda m: abs(m["spo_expected_reward"] - m["dpo_expected_reward"]))
         direction = "more" if m["entropy_gap"] >= 0 else "less"
         sentences.append(
@@ -214,7 +219,8 @@ def headlines(matches: list[dict], split: str = "train") -> list[str]:
             f"reward ({m['spo']}: E[r] {m['spo_expected_reward']:.2f}; {m['dpo']}, the DPO β whose trained reward is "
             f"closest: {m['dpo_expected_reward']:.2f}), SPO's entropy is {abs(m['entropy_gap']):.2f} nats {direction} "
             f"than DPO's; {'DPO' if m['deficit_gap'] >= 0 else 'SPO'}'s entropy deficit to the frontier exceeds "
-            f"{'SPO' if m['deficit_gap'] >= 0 else 'DPO'}'s by {abs(m['deficit_gap']):.3f} nats."
+            f"{'SPO' if m['deficit_gap'] >= 0 else 'DPO'}'s by {abs(m['deficit_gap']):.3f} nats; SPO keeps "
+            f"{m['spo_mass']:.2f} of the probability on the answer sets, DPO {m['dpo_mass']:.2f}."
         )
     return sentences
 

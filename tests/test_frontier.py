@@ -202,6 +202,8 @@ def test_headlines_say_the_comparison_either_way():
         "dpo": "DPO β=1",
         "spo_expected_reward": 0.884,
         "dpo_expected_reward": 0.851,
+        "spo_mass": 0.81,
+        "dpo_mass": 0.36,
         "entropy_gap": 0.061,
         "deficit_gap": 0.0449,
     }
@@ -211,5 +213,8 @@ def test_headlines_say_the_comparison_either_way():
         "SPO's entropy is 0.06 nats more than DPO's; DPO's entropy deficit to the frontier exceeds SPO's by 0.045"
         in sentence
     )
+    assert "SPO keeps 0.81 of the probability on the answer sets, DPO 0.36" in sentence
+    # SPO speaks with its default KL weight: a match of the beta sweep's other betas is left to the table.
+    assert headlines([{**match, "spo_beta": 0.03}]) == []
     (reverse,) = headlines([{**match, "entropy_gap": -0.02, "deficit_gap": -0.01}])
     assert "0.02 nats less than DPO's; SPO's entropy deficit to the frontier exceeds DPO's by 0.010" in reverse
