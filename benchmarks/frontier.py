@@ -25,6 +25,8 @@ normalised, sits on it only when the reference's preferences among the answers a
 Everything is per prompt, over the answers of that prompt's set, in float64: pure torch, no model.
 """
 
+import math
+
 import torch
 
 
@@ -210,12 +212,13 @@ def headlines(matches: list[dict], split: str = "train", spo_beta: float = 0.1) 
     """
     sentences = []
     chosen = [m for m in matches if m["split"] == split and m.get("spo_beta", spo_beta) == spo_beta]
-    for key in sorted({(m["reference"], m["categories"]) for m in chosen}):
+    for key in sorted({(m["reference"], m["categories"]) for m in chosen}, key=lambda k: (k[0] != "uniform", k)):
         group = [m for m in chosen if (m["reference"], m["categories"]) == key]
         m = min(group, key=lambda m: abs(m["spo_expected_reward"] - m["dpo_expected_reward"]))
         direction = "more" if m["entropy_gap"] >= 0 else "less"
+        matched = "matched" if abs(m["spo_expected_reward"] - m["dpo_expected_reward"]) <= 0.1 else "the nearest"
         sentences.append(
-            f"From {REFERENCE_NAMES[key[0]]} ({CATEGORY_NAMES[key[1]]}, {SPLIT_NAMES[split]}), at matched expected "
+            f"From {REFERENCE_NAMES[key[0]]} ({CATEGORY_NAMES[key[1]]}, {SPLIT_NAMES[split]}), at {matched} expected "
             f"reward ({m['spo']}: E[r] {m['spo_expected_reward']:.2f}; {m['dpo']}, the DPO β whose trained reward is "
             f"closest: {m['dpo_expected_reward']:.2f}), SPO's entropy is {abs(m['entropy_gap']):.2f} nats {direction} "
             f"than DPO's; {'DPO' if m['deficit_gap'] >= 0 else 'SPO'}'s entropy deficit to the frontier exceeds "
@@ -365,7 +368,9 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier"
     if rewards is None:
         raise FileNotFoundError(f"none of {[f'{s}.json' for s in SOURCES]} is in {results_dir}")
     matches = matched_comparisons(rows)
-    summary = headlines(matches)
+    # The headline compares SPO with the DPO beta whose reward is closest, however close: the sentence states both
+    # rewards, and the deficit already corrects for their gap.
+    summary = headlines(matched_comparisons(rows, tolerance=math.inf))
     caption = (
         "Every trained policy of `benchmarks.answers` against the maximum-entropy frontier, per prompt then averaged, "
         "of the policy conditioned on each prompt's answer set; the deficit is the frontier's entropy at the "

@@ -214,6 +214,9 @@ def test_headlines_say_the_comparison_either_way():
         in sentence
     )
     assert "SPO keeps 0.81 of the probability on the answer sets, DPO 0.36" in sentence
+    assert sentence.startswith("From the uniform SFT reference (the first category set, training prompts), at matched")
+    (far,) = headlines([{**match, "dpo_expected_reward": 0.7}])
+    assert "at the nearest expected reward" in far and "closest: 0.70" in far
     # SPO speaks with its default KL weight: a match of the beta sweep's other betas is left to the table.
     assert headlines([{**match, "spo_beta": 0.03}]) == []
     (reverse,) = headlines([{**match, "entropy_gap": -0.02, "deficit_gap": -0.01}])
