@@ -132,3 +132,24 @@ def test_runs_state_their_reference_share_and_samples():
         },
         "the reading of the fair comparison",
     )
+
+
+def test_upstream_issue_states_the_fair_comparison(frontier):
+    """The upstream issue text (docs/upstream.md) says what the fair comparison measured, from the same JSON."""
+    (match,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["split"], m["spo"], m["dpo"]) == ("uniform", "train", "SPO α=1 β=0.1", "DPO β=1")
+    ]
+    text = passage(read_doc("docs/upstream.md"), "> Why in TRL:", "> Proposal:")
+    assert_figures_in(
+        text,
+        {
+            "entropy gap": fmt(match["entropy_gap"], 2),
+            "SPO's mass": fmt(match["spo_mass"], 2),
+            "DPO's mass": fmt(match["dpo_mass"], 2),
+            "skewed DPO deficit": fmt(_row(frontier, "skewed", "DPO β=1")["deficit"], 3),
+            "skewed SPO deficit": fmt(_row(frontier, "skewed", "SPO α=2 β=0.1")["deficit"], 3),
+        },
+        "docs/upstream.md's motivation",
+    )

@@ -18,7 +18,7 @@ import json
 import math
 import re
 
-from .doc_figures import REPO_ROOT, fmt, read_doc
+from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
 
 
 def _results_table_rows(readme: str) -> list[list[str]]:
@@ -31,8 +31,10 @@ def _results_table_rows(readme: str) -> list[list[str]]:
 
 def test_results_table_is_the_committed_answers_run():
     """Each row of the README's table is its policy's row of docs/results/answers.json, formatted (training prompts)."""
-    payload = json.loads((REPO_ROOT / "docs" / "results" / "answers.json").read_text(encoding="utf-8"))
-    rows = {row["name"]: row for row in payload["rows"] + payload["reference_rows"] if row["split"] == "train"}
+    rows = {}
+    for source in ("answers.json", "answers_dpo_beta.json"):  # the default run, and DPO's larger betas
+        payload = json.loads((REPO_ROOT / "docs" / "results" / source).read_text(encoding="utf-8"))
+        rows |= {row["name"]: row for row in payload["rows"] + payload["reference_rows"] if row["split"] == "train"}
     table = _results_table_rows(read_doc("README.md"))
     names = [cells[0] for cells in table]
     assert set(names) <= set(rows), f"README rows not in the JSON: {sorted(set(names) - set(rows))}"
@@ -48,6 +50,31 @@ def test_results_table_is_the_committed_answers_run():
             fmt(row["sampled_distinct"], 1),
         ]
         assert cells == expected, f"README row {cells} is not the JSON's {expected}"
+
+
+def test_results_state_the_fair_comparison():
+    """The README's sentence on DPO tuned to SPO's reward is docs/results/frontier.json's."""
+    frontier = json.loads((REPO_ROOT / "docs" / "results" / "frontier.json").read_text(encoding="utf-8"))
+    (match,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["split"], m["spo"], m["dpo"]) == ("uniform", "train", "SPO α=1 β=0.1", "DPO β=1")
+    ]
+    skewed = {r["name"]: r for r in frontier["rows"] if r["reference"] == "skewed" and r["split"] == "train"}
+    text = passage(read_doc("README.md"), "## Results")
+    assert_figures_in(
+        text,
+        {
+            "SPO's reward": fmt(match["spo_expected_reward"], 2),
+            "DPO's reward": fmt(match["dpo_expected_reward"], 2),
+            "entropy gap": fmt(match["entropy_gap"], 2),
+            "SPO's mass": fmt(match["spo_mass"], 2),
+            "DPO's mass": fmt(match["dpo_mass"], 2),
+            "DPO's deficit from the skewed reference": fmt(skewed["DPO β=1"]["deficit"], 3),
+            "SPO's deficit from the skewed reference": fmt(skewed["SPO α=2 β=0.1"]["deficit"], 3),
+        },
+        "README's results",
+    )
 
 
 def _python_blocks(text: str) -> list[str]:
