@@ -102,6 +102,9 @@ def main(output_dir: str, overrides: dict, save_parameters: bool) -> None:
     Path(output_dir, f"rank{rank}.json").write_text(json.dumps(report))
     if save_parameters:
         torch.save({"initial": initial, "final": final}, Path(output_dir, f"rank{rank}.pt"))
+    # Destroy the process group before the interpreter exits: left to shutdown, gloo's threads were once torn down
+    # mid-flight ("terminate called without an active exception", SIGABRT on rank 1 after both reports were written).
+    trainer.end()
 
 
 if __name__ == "__main__":
