@@ -66,7 +66,7 @@ from .answers_task import (
     entropy,
 )
 from .harness import Setting, TrainingPlan, benchmark_arguments, select_settings, train_setting
-from .reporting import ProgressPrinter, update_doc
+from .reporting import ProgressPrinter, update_doc, write_atomically
 
 
 TINY_MODEL_DIR = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "model"
@@ -679,8 +679,8 @@ def run(
         "table": table,
         "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest(),
     }
-    (output_dir / f"{name}.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-    (output_dir / f"{name}.md").write_text(table)
+    write_atomically(output_dir / f"{name}.json", json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    write_atomically(output_dir / f"{name}.md", table)
     if doc is not None:
         update_doc(doc, table, name=name)
     return rows

@@ -343,7 +343,7 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier"
     import json
     from pathlib import Path
 
-    from .reporting import update_doc
+    from .reporting import update_doc, write_atomically
 
     results_dir = Path(results_dir)
     rows, curves, read = [], {}, []
@@ -398,7 +398,7 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.frontier"
         "table": block,
         "figure_sha256": hashlib.sha256(figure.read_bytes()).hexdigest(),
     }
-    (results_dir / "frontier.json").write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    write_atomically(results_dir / "frontier.json", json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     if doc is not None:
         update_doc(Path(doc), block, name="frontier")
     return payload

@@ -27,7 +27,7 @@ import itertools
 
 import torch
 
-from .frontier import dpo_fixed_point, frontier_summary
+from .frontier import SPLIT_NAMES, dpo_fixed_point, frontier_summary
 
 
 def win_rate(policy_log_probs: torch.Tensor, baseline_log_probs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -82,11 +82,6 @@ def own_target(setting: dict, reference_log_probs: torch.Tensor, rewards: torch.
     return dpo_fixed_point(reference_log_probs, rewards, setting["beta"]).exp()
 
 
-SPLIT_NAMES = {
-    "train": "training prompts",
-    "heldout_template": "held-out template",
-    "heldout_category": "held-out categories",
-}
 DATA_NAMES = {"best_of_n": "best-of-n data (Table 4)", "rankings": "ranked data (Table 5)"}
 
 
@@ -154,7 +149,7 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.nary_comp
     import json
     from pathlib import Path
 
-    from .reporting import update_doc
+    from .reporting import update_doc, write_atomically
 
     results_dir = Path(results_dir)
     payload = json.loads((results_dir / "answers_nary.json").read_text())
@@ -168,7 +163,7 @@ def report(results_dir, doc=None, command: str = "python -m benchmarks.nary_comp
     )
     block = caption + "\n\n" + "\n".join(markdown_tables(rows, split) for split in SPLIT_NAMES)
     result = {"command": command, "rows": rows, "table": block}
-    (results_dir / "nary.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_atomically(results_dir / "nary.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if doc is not None:
         update_doc(Path(doc), block, name="nary")
     log(f"Written to {results_dir / 'nary.json'}: {len(rows)} rows")

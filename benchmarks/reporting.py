@@ -14,6 +14,7 @@
 
 """What the benchmarks share: progress lines while they run, and the marked blocks of the docs they rewrite."""
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,4 +101,15 @@ def update_doc(doc: Path, block: str, name: str = "expert-distribution") -> None
         raise ValueError(f"{doc} must contain the markers {begin} and {end}; found {found}")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    doc.write_text(f"{head}{begin}\n{block}{end}{tail}")
+    write_atomically(doc, f"{head}{begin}\n{block}{end}{tail}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """
+    Write `text` to `path` through a temporary file in the same folder and a rename: a run killed while writing
+    leaves the previous file whole, never half of the new one (a results JSON is read back by tests and reports).
+    """
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)

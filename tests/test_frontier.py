@@ -221,3 +221,21 @@ def test_headlines_say_the_comparison_either_way():
     assert headlines([{**match, "spo_beta": 0.03}]) == []
     (reverse,) = headlines([{**match, "entropy_gap": -0.02, "deficit_gap": -0.01}])
     assert "0.02 nats less than DPO's; SPO's entropy deficit to the frontier exceeds DPO's by 0.010" in reverse
+
+
+def test_results_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+
+    from benchmarks.reporting import write_atomically
+
+    path = tmp_path / "frontier.json"
+    write_atomically(path, "old\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["frontier.json"]
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed between the write and the rename")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, "new\n")
+    assert path.read_text() == "old\n"  # the reader still sees the previous results, whole
