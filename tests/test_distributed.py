@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .helpers import GLOO_TEARDOWN_ABORT, died_in_gloo_teardown
+
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_spo_multiprocess.py"
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "accelerate_configs"
@@ -65,6 +67,8 @@ def test_two_processes_keep_ranks_identical_and_compute_the_kl_everywhere(
         *(str(SCRIPT), str(tmp_path), *overrides),
     ]
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    if died_in_gloo_teardown(result.returncode, result.stderr):
+        result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert [r["num_processes"] for r in reports] == [2, 2]
@@ -169,3 +173,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         f"the 4-step SGD update of two processes differs from one process's by {relative:.2e} of its norm; "
         "largest differences: " + ", ".join(f"{n} ({difference[n]:.2e})" for n in worst)
     )
+
+
+def test_only_the_gloo_teardown_abort_is_retried():
+    abort = f"{GLOO_TEARDOWN_ABORT}\n  exitcode  : -6 (pid: 7)  (SIGABRT)"
+    assert died_in_gloo_teardown(1, abort)
+    assert not died_in_gloo_teardown(0, abort)  # a run that succeeded is never rerun
+    assert not died_in_gloo_teardown(1, "  exitcode  : -6 (pid: 7)  (SIGABRT)")  # another abort is a failure
+    assert not died_in_gloo_teardown(1, f"{GLOO_TEARDOWN_ABORT}\n  exitcode  : 1 (pid: 7)")  # so is an error
