@@ -103,6 +103,7 @@ def comparison_rows(payload: dict) -> list[dict]:
     if len(baseline_runs) != 1:
         raise ValueError(f"the comparison needs one Best-response SFT run, found {len(baseline_runs)}")
     baseline = finals[baseline_runs[0]["setting"]["name"]]
+    baseline_target = plackett_luce_top_of_n(rewards, n).log()
     rows = []
     for run in payload["runs"]:
         setting = run["setting"]
@@ -115,6 +116,10 @@ def comparison_rows(payload: dict) -> list[dict]:
                     **{key: setting[key] for key in ("name", "method", "alpha", "beta", "data")},
                     "split": split,
                     "win_rate": win_rate(log_probs, baseline[split], rewards).mean().item(),
+                    # What theory predicts: the method's fixed point against Best-response SFT's, both on the set.
+                    "fixed_point_win_rate": win_rate(
+                        target.log(), baseline_target.expand_as(target), rewards
+                    ).mean().item(),
                     "tv_to_own_target": (0.5 * (conditional - target).abs().sum(-1)).mean().item(),
                     **frontier_summary(log_probs, reference[split], rewards),
                 }
@@ -132,41 +137,53 @@ def markdown_tables(rows: list[dict], split: str = "train") -> str:
     for data, title in DATA_NAMES.items():
         chosen = [r for r in rows if r["split"] == split and (r["data"] == data or r["method"] == "br_sft")]
         lines = [
-            f"| {r['name']} | {_fmt(100 * r['win_rate'], 1)} | {_fmt(r['entropy'], 2)} | {_fmt(r['mass'], 2)} | "
+            f"| {r['name']} | {_fmt(100 * r['win_rate'], 1)} | {_fmt(100 * r['fixed_point_win_rate'], 1)} | "
+            f"{_fmt(r['entropy'], 2)} | {_fmt(r['mass'], 2)} | "
             f"{_fmt(r['expected_reward'], 2)} | {_fmt(r['deficit'])} | {_fmt(r['tv_to_own_target'])} |"
             for r in chosen
         ]
         blocks.append(
             f"**{title.capitalize()}, {SPLIT_NAMES[split]}.**\n\n"
-            "| method | win rate vs Best-response SFT (%) | entropy | π(answer set) | E[r given the set] | deficit | "
-            "TV to own fixed point |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n"
+            "| method | win rate vs Best-response SFT (%) | the fixed points' win rate (%) | entropy | π(answer set) | "
+            "E[r given the set] | deficit | TV to own fixed point |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n"
         )
     return "\n".join(blocks)
 
 
-def report(results_dir, doc=None, command: str = "python -m benchmarks.nary_comparison", log=print) -> dict:
-    """Reads `answers_nary.json` in `results_dir`, writes `nary.json` there and the tables into `doc`'s block `nary`."""
+def report(
+    results_dir, doc=None, command: str = "python -m benchmarks.nary_comparison", log=print, name: str = "answers_nary"
+) -> dict:
+    """
+    Reads the run `name`.json in `results_dir` (`answers_nary` by default) and writes its comparison beside it, named
+    without the `answers_` prefix (`nary.json`), and its tables into `doc`'s block of that name (`nary`).
+    """
     import json
     from pathlib import Path
 
     from .reporting import update_doc, write_atomically
 
     results_dir = Path(results_dir)
-    payload = json.loads((results_dir / "answers_nary.json").read_text())
+    output = name.removeprefix("answers_")
+    payload = json.loads((results_dir / f"{name}.json").read_text())
     rows = comparison_rows(payload)
     caption = (
-        "Every policy of `answers_nary.json` against Best-response SFT (exact win rate under the expert's reward; an "
+        f"Every policy of `{name}.json` against Best-response SFT (exact win rate under the expert's reward; an "
         "answer outside the set loses to any in it) and against its own fixed point: `Softmax(r/α)` for SPO, the top "
         "of a Plackett-Luce ranking of "
         f"{payload['config']['plan']['ranking_size']} random answers for Best-response SFT, `π_ref exp(r/β)` "
-        f"normalised for PL-DPO and S-DPO. Command: `{command}`"
+        "normalised for PL-DPO and S-DPO. 'The fixed points' win rate' is theory's prediction: the method's fixed "
+        "point against Best-response SFT's, both with all their mass on the set. "
+        f"Command: `{command}`"
     )
+    if "total_seconds" in payload:
+        caption += f" (the run: {payload['total_seconds'] / 60:.0f} min on {payload['threads']} CPU threads)."
     block = caption + "\n\n" + "\n".join(markdown_tables(rows, split) for split in SPLIT_NAMES)
     result = {"command": command, "rows": rows, "table": block}
-    write_atomically(results_dir / "nary.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_atomically(results_dir / f"{output}.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if doc is not None:
-        update_doc(Path(doc), block, name="nary")
-    log(f"Written to {results_dir / 'nary.json'}: {len(rows)} rows")
+        update_doc(Path(doc), block, name=output)
+    log(f"Written to {results_dir / f'{output}.json'}: {len(rows)} rows")
     return result
 
 
@@ -177,10 +194,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks.nary_c
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--results_dir", default="docs/results", help="where `answers_nary.json` is")
-    parser.add_argument("--update_doc", default=None, help="Markdown file whose block `nary` receives the tables")
+    parser.add_argument("--results_dir", default="docs/results", help="where the run's JSON is")
+    parser.add_argument(
+        "--name", default="answers_nary", help="the run (`--name` of `benchmarks.answers`): reads NAME.json"
+    )
+    parser.add_argument(
+        "--update_doc", default=None, help="Markdown file whose block (NAME without `answers_`) receives the tables"
+    )
     parsed = parser.parse_args(argv)
-    report(parsed.results_dir, parsed.update_doc, command=shlex.join(prog.split() + argv))
+    report(parsed.results_dir, parsed.update_doc, command=shlex.join(prog.split() + argv), name=parsed.name)
     return 0
 
 

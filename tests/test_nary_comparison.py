@@ -140,6 +140,13 @@ def test_report_rows_against_best_response_sft(tmp_path):
     assert train["PL-DPO β=0.1"]["win_rate"] == pytest.approx(5 / 6 + 1 / 12, abs=1e-12)
     # PL-DPO's own target from a uniform reference at beta = 0.1 is nearly the argmax: the trained argmax is close.
     assert train["PL-DPO β=0.1"]["tv_to_own_target"] < 0.01
+    # Theory's column: Best-response SFT's fixed point against itself is 1/2; the argmax against it wins unless the
+    # baseline also draws the best answer (a tie): 1 - p_top / 2. PL-DPO's fixed point at beta = 0.1 puts
+    # 1 / (1 + e^-5 + e^-10 + ...) = 0.993 on the best answer, hence the 0.01.
+    p_top = plackett_luce_top_of_n(torch.tensor(REWARD_LADDER), 4)[0].item()
+    assert train["Best-response SFT"]["fixed_point_win_rate"] == pytest.approx(0.5, abs=1e-12)
+    assert train["PL-DPO β=0.1"]["fixed_point_win_rate"] == pytest.approx(1 - p_top / 2, abs=0.01)
+    assert "| PL-DPO β=0.1 | 91.7 |" in doc.read_text()  # (5/6 + 1/12) as a percentage, one decimal
     assert train["Best-response SFT"]["tv_to_own_target"] > 0.2  # uniform is far from the top-of-4 distribution
     assert "| PL-DPO β=0.1 | 91.7 |" in doc.read_text()
     payload["runs"] = payload["runs"][:1]
@@ -156,7 +163,6 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
     config = tiny_config()
     # Three steps each: enough to see every method move its policy, not to compare them.
     settings = tuple(s for s in NARY_SETTINGS if s.method != "spo" or s.data == "best_of_n")
-    settings = tuple(s for s in settings if s.beta in (0.0, 0.1, 1.0) and (s.method == "spo" or s.beta != 0.1))
     config = replace(
         config, plan=replace(config.plan, max_steps=3, logging_steps=3), eval_every=3, num_samples=1, settings=settings
     )
@@ -167,9 +173,9 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
         base_dir=TINY_MODEL_DIR,
         cache_dir=tmp_path / "cache",
         log=lambda m: None,
-        name="answers_nary",
+        name="answers_nary_sharp",  # a run of another name: the report reads it and names its output after it
     )
-    payload = json.loads((tmp_path / "answers_nary.json").read_text())
+    payload = json.loads((tmp_path / "answers_nary_sharp.json").read_text())
     methods = [result["setting"]["method"] for result in payload["runs"]]
     assert methods == ["spo", "pl_dpo", "s_dpo", "br_sft"]
     logs = {result["setting"]["method"]: result["train_log"] for result in payload["runs"]}
@@ -179,7 +185,12 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
     assert any("mean_token_accuracy" in entry for entry in logs["br_sft"])
     for result in payload["runs"]:
         assert result["history"][-1]["tv"] != result["history"][0]["tv"]  # every policy moved
-    rows = report(tmp_path, log=lambda message: None)["rows"]
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- nary_sharp:begin -->\n<!-- nary_sharp:end -->\n")
+    result = report(tmp_path, doc, log=lambda message: None, name="answers_nary_sharp")
+    assert json.loads((tmp_path / "nary_sharp.json").read_text())["rows"] == result["rows"]
+    assert result["table"] in doc.read_text() and "answers_nary_sharp.json" in result["table"]
+    rows = result["rows"]
     assert {(row["method"], row["data"]) for row in rows} == {
         ("spo", "best_of_n"),
         ("pl_dpo", "rankings"),
