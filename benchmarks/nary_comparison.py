@@ -111,15 +111,14 @@ def comparison_rows(payload: dict) -> list[dict]:
             log_probs = finals[setting["name"]][split]
             conditional = torch.softmax(log_probs, -1)
             target = own_target(setting, reference[split], rewards, n)
+            # What theory predicts: the method's fixed point against Best-response SFT's, both all on the set.
+            target_win_rate = win_rate(target.log(), baseline_target.expand_as(target), rewards)
             rows.append(
                 {
                     **{key: setting[key] for key in ("name", "method", "alpha", "beta", "data")},
                     "split": split,
                     "win_rate": win_rate(log_probs, baseline[split], rewards).mean().item(),
-                    # What theory predicts: the method's fixed point against Best-response SFT's, both on the set.
-                    "fixed_point_win_rate": win_rate(
-                        target.log(), baseline_target.expand_as(target), rewards
-                    ).mean().item(),
+                    "fixed_point_win_rate": target_win_rate.mean().item(),
                     "tv_to_own_target": (0.5 * (conditional - target).abs().sum(-1)).mean().item(),
                     **frontier_summary(log_probs, reference[split], rewards),
                 }
