@@ -129,6 +129,9 @@ def test_alpha_guide_figures_are_the_committed_runs():
         "chat mean pair weight, alpha = 1 and 0.1": fmt(profile[1.0]["mean_weight"], 2),
         "chat mean pair weight, alpha = 0.01": fmt(profile[0.01]["mean_weight"], 2),
         "chat mean pair weight, alpha = 0.001": fmt(profile[0.001]["mean_weight"], 2),
+        "chat answers' mean length": f"~{chat['mean_completion_tokens']:.0f} tokens",
+        "chat pairs measured": f"{chat['num_pairs']} of the pairs",
+        "chat median gap, in the reading": f"median gap {quantiles['median']:.0f} nats",
     }
     # The doc states one figure for alpha 1 and 0.1, and one for 0.01 and 0.001.
     assert fmt(profile[1.0]["mean_weight"], 2) == fmt(profile[0.1]["mean_weight"], 2)
