@@ -28,6 +28,5 @@ BENCHMARKS = {
     "nary_comparison": "the paper's Tables 4-5 in miniature: SPO, PL-DPO, S-DPO against Best-response SFT (reads "
     "answers_nary)",
     "expert_distribution": "does SPO land on Softmax(r / alpha)? (known-answer task, tiny model)",
-    "chat_frontier": "SPO vs DPO on an open-ended chat task at a CPU budget (SmolLM2): inconclusive",
     "step_cost": "time and peak memory of an SPO step against a DPO step (`--preset gpu` on a GPU)",
 }

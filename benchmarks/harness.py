@@ -15,8 +15,8 @@
 """
 The one place where the benchmarks train "these settings from the same reference, data, steps and seed".
 
-`benchmarks.expert_distribution`, `benchmarks.chat_frontier` and `benchmarks.answers` each compare SPO and DPO
-settings trained one after another in one process. What a setting is (`Setting`), what every setting of one benchmark shares (`TrainingPlan`), how the two become
+`benchmarks.expert_distribution` and `benchmarks.answers` each compare SPO and DPO settings trained one after
+another in one process. What a setting is (`Setting`), what every setting of one benchmark shares (`TrainingPlan`), how the two become
 an `SPOConfig` or a `DPOConfig` (`training_arguments`), and how a setting is trained (`train_setting`) live here, so
 the comparison is the same in every benchmark: only `method`, `alpha`, `beta`, the data and the regulariser differ
 between the rows of a table.

@@ -15,6 +15,7 @@
 """The `trl-spo` command line and the YAML recipes."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -263,6 +264,19 @@ def test_bench_was_removed_and_says_where_each_benchmark_went(capsys):
     for name, command in cli.BENCHMARK_COMMANDS.items():
         module = command.removeprefix("python -m ").replace(".", "/") + ".py"
         assert name == "pair_weights" or (REPO_ROOT / module).is_file(), (name, command)
+
+
+def test_bench_chat_says_the_benchmark_was_removed_and_where_the_reason_is(capsys):
+    status, _, stderr = _trl_spo("bench", "chat", capsys=capsys)
+    assert status == 2 and "`trl-spo bench chat` was removed" in stderr and "open-ended chat benchmark" in stderr
+    assert "python -m benchmarks" not in stderr  # no command to run: there is none
+    # The section it names exists: a heading of the doc whose GitHub anchor is the one printed.
+    where = cli.REMOVED_BENCHMARKS["chat"][1]
+    assert where in stderr
+    doc, anchor = where.split("#")
+    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / doc).read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert anchor in [re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings]
+    assert not set(cli.REMOVED_BENCHMARKS) & set(cli.BENCHMARK_COMMANDS)
 
 
 def test_summary_explains_the_loss_scale():

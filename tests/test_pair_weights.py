@@ -16,13 +16,14 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from trl_spo.losses import spo_pairwise_loss
-from trl_spo.pair_weights import completion_ids, main, pair_weight, weight_profile
+from trl_spo.pair_weights import completion_ids, main, pair_weight, read_rows, weight_profile
 
 from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
 
@@ -109,6 +110,13 @@ def test_alpha_guide_figures_are_the_committed_runs():
 
     guide = passage(read_doc("docs/choosing_alpha.md"), "### What alpha did in this repository's runs", "## A healthy")
     chat = json.loads((REPO_ROOT / "docs" / "results" / "chat_pair_weights.json").read_text(encoding="utf-8"))
+    # The doc's command reads pairs the repository holds, as many as the JSON measured. The JSON was made before the
+    # file was renamed (same bytes: recipes/smollm2/README.md).
+    renamed = {"recipes/smollm2/data/preferences_train.jsonl": "recipes/smollm2/open_ended_pairs.jsonl"}
+    command = re.search(r"--dataset (\S+) --num_pairs (\d+) --output docs/results/chat_pair_weights\.json", guide)
+    assert command, "docs/choosing_alpha.md has no command that makes chat_pair_weights.json"
+    assert (command[1], int(command[2])) == (renamed.get(chat["dataset"], chat["dataset"]), chat["num_pairs"])
+    assert len(read_rows(REPO_ROOT / command[1])) >= chat["num_pairs"]
     quantiles = chat["abs_gap_quantiles"]
     profile = {row["alpha"]: row for row in chat["profile"]}
     saturated = {alpha: 100 * (row["share_below"] + row["share_above"]) for alpha, row in profile.items()}
@@ -121,6 +129,9 @@ def test_alpha_guide_figures_are_the_committed_runs():
         "chat mean pair weight, alpha = 1 and 0.1": fmt(profile[1.0]["mean_weight"], 2),
         "chat mean pair weight, alpha = 0.01": fmt(profile[0.01]["mean_weight"], 2),
         "chat mean pair weight, alpha = 0.001": fmt(profile[0.001]["mean_weight"], 2),
+        "chat answers' mean length": f"~{chat['mean_completion_tokens']:.0f} tokens",
+        "chat pairs measured": f"{chat['num_pairs']} of the pairs",
+        "chat median gap, in the reading": f"median gap {quantiles['median']:.0f} nats",
     }
     # The doc states one figure for alpha 1 and 0.1, and one for 0.01 and 0.001.
     assert fmt(profile[1.0]["mean_weight"], 2) == fmt(profile[0.1]["mean_weight"], 2)

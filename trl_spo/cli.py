@@ -135,17 +135,26 @@ BENCHMARK_COMMANDS = {
     "frontier": "python -m benchmarks.frontier",
     "nary": "python -m benchmarks.nary_comparison",
     "expert": "python -m benchmarks.expert_distribution",
-    "chat": "python -m benchmarks.chat_frontier",
     "step_cost": "python -m benchmarks.step_cost",
     "pair_weights": "trl-spo pair_weights",
+}
+# Benchmarks removed from the repository altogether: what was removed, and the doc section that says why.
+REMOVED_BENCHMARKS = {
+    "chat": (
+        "the open-ended chat benchmark",
+        "docs/results.md#open-ended-answers-not-measured-on-this-machine",
+    ),
 }
 
 
 def removed_bench_message(argv: list[str]) -> str:
-    """The one-line error of `trl-spo bench ...`, naming the command that replaced it."""
+    """The one-line error of `trl-spo bench ...`, naming the command that replaced it (or why there is none)."""
     name = argv[0] if argv else None
     if name == "pair_weights":
         return "`trl-spo bench pair_weights` is now `trl-spo pair_weights` (same options)."
+    if name in REMOVED_BENCHMARKS:
+        what, why = REMOVED_BENCHMARKS[name]
+        return f"`trl-spo bench {name}` was removed, and {what} with it; why: {why} (in the repository)."
     where = f"`{BENCHMARK_COMMANDS[name]}`" if name in BENCHMARK_COMMANDS else "`python -m benchmarks.NAME`"
     return (
         f"`trl-spo bench` was removed: the benchmarks are not part of the installed package. From a checkout of the "
