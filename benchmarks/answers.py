@@ -111,20 +111,14 @@ SECOND_CATEGORY_SETTINGS = (
 # The paper's n-ary comparison (Tables 4-5) in miniature: rows of 4 answers ranked by Plackett-Luce on the reward, and
 # their best-of-n version (the top answer only). SPO on rankings at alpha = 1 and at a sharper alpha, SPO on best-of-n;
 # PL-DPO on the rankings and S-DPO on best-of-n at beta = 1, where DPO matched SPO alpha = 1's expected reward on pairs
-# (the frontier comparison); Best-response SFT, the baseline of the paper's win rates, last (the report reads every
-# other policy against it). Six settings fit the 90-minute budget on 2 CPU cores (a trained setting costs about what a
-# pairwise one does, 500-890 s in answers.json); the DPO family at TRL's beta = 0.1, whose fixed point is the argmax,
-# is the separate group `nary_sharp`, with its own Best-response SFT so that its report stands alone
-# (`python -m benchmarks.nary_comparison --name answers_nary_sharp`).
+# (the frontier comparison), and at TRL's beta = 0.1, whose fixed point is the argmax; Best-response SFT, the baseline
+# of the paper's win rates, last (the report reads every other policy against it).
 NARY_SETTINGS = (
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=0.5, beta=DEFAULT_BETA, data="rankings"),
     Setting("spo", alpha=1.0, beta=DEFAULT_BETA, data="best_of_n"),
     Setting("pl_dpo", beta=1.0, data="rankings"),
     Setting("s_dpo", beta=1.0, data="best_of_n"),
-    Setting("br_sft", beta=0.0, data="best_of_n"),
-)
-NARY_SHARP_SETTINGS = (
     Setting("pl_dpo", beta=0.1, data="rankings"),
     Setting("s_dpo", beta=0.1, data="best_of_n"),
     Setting("br_sft", beta=0.0, data="best_of_n"),
@@ -140,7 +134,6 @@ SETTING_GROUPS = {
     "skewed_reference": SKEWED_REFERENCE_SETTINGS,
     "second_categories": SECOND_CATEGORY_SETTINGS,
     "nary": NARY_SETTINGS,
-    "nary_sharp": NARY_SHARP_SETTINGS,
     "all": DEFAULT_SETTINGS + EXTRA_SETTINGS,
 }
 
