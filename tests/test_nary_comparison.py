@@ -162,7 +162,8 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
 
     config = tiny_config()
     # Three steps each: enough to see every method move its policy, not to compare them.
-    settings = tuple(s for s in NARY_SETTINGS if (s.method != "spo" or s.data == "best_of_n") and s.beta != 0.1)
+    # One setting per method: SPO on best-of-n, the DPO family at beta = 1, Best-response SFT.
+    settings = tuple(s for s in NARY_SETTINGS if (s.data == "best_of_n" if s.method == "spo" else s.beta != 0.1))
     config = replace(
         config, plan=replace(config.plan, max_steps=3, logging_steps=3), eval_every=3, num_samples=1, settings=settings
     )
