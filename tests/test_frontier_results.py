@@ -16,6 +16,7 @@
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -32,11 +33,11 @@ def frontier():
     return json.loads((RESULTS / "frontier.json").read_text(encoding="utf-8"))
 
 
-def _row(frontier, reference, name, split="train"):
+def _row(frontier, reference, name, split="train", categories="first"):
     (row,) = [
         r
         for r in frontier["rows"]
-        if r["reference"] == reference and r["name"] == name and r["split"] == split and r["categories"] == "first"
+        if r["reference"] == reference and r["name"] == name and r["split"] == split and r["categories"] == categories
     ]
     return row
 
@@ -73,7 +74,7 @@ def test_reading_states_the_json(frontier):
     (match,) = [
         m
         for m in frontier["matched"]
-        if m["reference"] == "uniform" and m["split"] == "train" and m["spo"] == "SPO α=1 β=0.1"
+        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "first", "train", "SPO α=1 β=0.1")
     ]
     figures |= {
         "SPO α=1 E[r]": fmt(spo1["expected_reward"], 3),
@@ -114,6 +115,62 @@ def test_reading_states_the_json(frontier):
         assert abs(row["expected_reward"] - row["fixed_point"]["expected_reward"]) < 0.15  # conclusive
 
 
+def test_reading_of_the_second_category_set_states_the_json(frontier):
+    """The bullets on the second, disjoint category set and on held-out categories, and the checks they report."""
+    second = json.loads((RESULTS / "answers_second.json").read_text(encoding="utf-8"))
+    doc = read_doc("docs/results.md")
+    text = passage(doc, "- **The second, disjoint category set says the same**", "- **Limits.**")
+
+    def row(name, split="train", categories="second"):
+        return _row(frontier, "uniform", name, split, categories)
+
+    (match,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "second", "train", "SPO α=1 β=0.1")
+    ]
+    (first_match,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "first", "train", "SPO α=1 β=0.1")
+    ]
+    dpo_sharp = next(r for r in second["rows"] if r["name"] == "DPO β=0.1" and r["split"] == "train")
+    spo, dpo1, spo_no_kl = row("SPO α=1 β=0.1"), row("DPO β=1"), row("SPO α=1 β=0")
+    figures = {
+        "reference's mass": fmt(row("SFT reference")["mass"], 3),
+        "DPO β=0.1 top answer": fmt(dpo_sharp["top_prob"], 3),
+        "DPO β=0.1 entropy": fmt(row("DPO β=0.1")["entropy"], 3),
+        "SPO E[r]": fmt(spo["expected_reward"], 3),
+        "DPO β=1 E[r]": fmt(dpo1["expected_reward"], 3),
+        "DPO β=1 fixed point E[r]": fmt(dpo1["fixed_point"]["expected_reward"], 3),
+        "entropy gap": fmt(match["entropy_gap"], 3),
+        "deficit gap": fmt(match["deficit_gap"], 3),
+        "first set's deficit gap": fmt(first_match["deficit_gap"], 3),
+        "SPO mass": fmt(spo["mass"], 3),
+        "DPO β=1 mass": fmt(dpo1["mass"], 3),
+        "SPO β=0 mass": fmt(spo_no_kl["mass"], 3),
+    }
+    for categories in ("first", "second"):
+        for name in ("SPO α=1 β=0.1", "DPO β=0.1", "SFT reference"):
+            figures[f"{categories} held-out {name}"] = fmt(row(name, "heldout_category", categories)["mass"], 3)
+    assert_figures_in(text, figures, "the reading of the second category set")
+    # Its refutation criteria, written before the run (docs/results.md), recomputed: none is met.
+    assert dpo_sharp["top_prob"] >= 0.9
+    assert abs(match["dpo_expected_reward"] - match["spo_expected_reward"]) <= 0.1 and match["deficit_gap"] >= 0.03
+    assert spo["mass"] > max(spo_no_kl["mass"], dpo1["mass"])
+    assert abs(dpo1["expected_reward"] - dpo1["fixed_point"]["expected_reward"]) < 0.15
+    assert row("SFT reference")["mass"] > 0.5
+    # "Held-out categories keep little of their answer sets under any trained policy": below the reference's, both sets.
+    for categories in ("first", "second"):
+        reference = row("SFT reference", "heldout_category", categories)["mass"]
+        trained = [r for r in frontier["rows"] if r["categories"] == categories and r["reference"] == "uniform"]
+        trained = [r for r in trained if r["split"] == "heldout_category" and r["name"] != "SFT reference"]
+        assert trained and all(r["mass"] < reference for r in trained)
+    limits = passage(doc, "- **Limits.**", "### Best-of-n")
+    minutes, threads = re.search(r"(\d+) min in all on (\d+) CPU threads", second["table"]).groups()
+    assert f"four settings took {minutes} minutes alone on {threads} threads" in limits
+
+
 def test_runs_state_their_reference_share_and_samples():
     """The reading's figures that come from the runs themselves (not the frontier report)."""
     skewed = json.loads((RESULTS / "answers_skewed.json").read_text(encoding="utf-8"))
@@ -139,12 +196,22 @@ def test_upstream_issue_states_the_fair_comparison(frontier):
     (match,) = [
         m
         for m in frontier["matched"]
-        if (m["reference"], m["split"], m["spo"], m["dpo"]) == ("uniform", "train", "SPO α=1 β=0.1", "DPO β=1")
+        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
+        == ("uniform", "first", "train", "SPO α=1 β=0.1", "DPO β=1")
+    ]
+    (second,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
+        == ("uniform", "second", "train", "SPO α=1 β=0.1", "DPO β=1")
     ]
     text = passage(read_doc("docs/upstream.md"), "> Why in TRL:", "> Proposal:")
     assert_figures_in(
         text,
         {
+            "second set: entropy gap": fmt(second["entropy_gap"], 2),
+            "second set: SPO's mass": fmt(second["spo_mass"], 2),
+            "second set: DPO's mass": fmt(second["dpo_mass"], 2),
             "entropy gap": fmt(match["entropy_gap"], 2),
             "SPO's mass": fmt(match["spo_mass"], 2),
             "DPO's mass": fmt(match["dpo_mass"], 2),

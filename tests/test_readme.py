@@ -58,8 +58,16 @@ def test_results_state_the_fair_comparison():
     (match,) = [
         m
         for m in frontier["matched"]
-        if (m["reference"], m["split"], m["spo"], m["dpo"]) == ("uniform", "train", "SPO α=1 β=0.1", "DPO β=1")
+        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
+        == ("uniform", "first", "train", "SPO α=1 β=0.1", "DPO β=1")
     ]
+    (second,) = [
+        m
+        for m in frontier["matched"]
+        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "second", "train", "SPO α=1 β=0.1")
+    ]
+    second_run = json.loads((REPO_ROOT / "docs" / "results" / "answers_second.json").read_text(encoding="utf-8"))
+    dpo_sharp = next(r for r in second_run["rows"] if r["name"] == "DPO β=0.1" and r["split"] == "train")
     skewed = {r["name"]: r for r in frontier["rows"] if r["reference"] == "skewed" and r["split"] == "train"}
     text = passage(read_doc("README.md"), "## Results")
     assert_figures_in(
@@ -70,6 +78,10 @@ def test_results_state_the_fair_comparison():
             "entropy gap": fmt(match["entropy_gap"], 2),
             "SPO's mass": fmt(match["spo_mass"], 2),
             "DPO's mass": fmt(match["dpo_mass"], 2),
+            "second set: DPO β=0.1's best answer": fmt(dpo_sharp["top_prob"], 2),
+            "second set: entropy gap": fmt(second["entropy_gap"], 2),
+            "second set: SPO's mass": fmt(second["spo_mass"], 2),
+            "second set: DPO's mass": fmt(second["dpo_mass"], 2),
             "DPO's deficit from the skewed reference": fmt(skewed["DPO β=1"]["deficit"], 3),
             "SPO's deficit from the skewed reference": fmt(skewed["SPO α=2 β=0.1"]["deficit"], 3),
         },
