@@ -56,7 +56,6 @@ class Setting:
         alpha (`float`, *optional*): SPO's softness (its target is `Softmax(r / alpha)`); `None` for the others.
         data (`str`): `"pairs"`, `"rankings"` (SPO's Eq. 15) or `"best_of_n"` (SPO's Eq. 14).
         regularizer (`str`): SPO's `"global_kl"` (Eq. 13), or `"dataset_kl"` (the paper's Table 6 ablation).
-        lora (`bool`): train a LoRA adapter instead of every weight; the reference is the adapter-free model.
         label (`str`, *optional*): the table's name for it; by default built from the fields (`name`).
     """
 
@@ -65,7 +64,6 @@ class Setting:
     alpha: float | None = None
     data: str = "pairs"
     regularizer: str = "global_kl"
-    lora: bool = False
     label: str | None = None
 
     def __post_init__(self):
@@ -104,8 +102,6 @@ class Setting:
             name += ", rankings (Eq. 15)"
         if self.data == "best_of_n" and self.method == "spo":
             name += ", best-of-n (Eq. 14)"
-        if self.lora:
-            name += ", LoRA"
         return name
 
     def summary(self) -> dict[str, Any]:
@@ -117,7 +113,6 @@ class Setting:
             "beta": self.beta,
             "data": self.data,
             "regularizer": self.regularizer if self.method == "spo" else None,
-            "lora": self.lora,
         }
 
 
@@ -131,10 +126,9 @@ class TrainingPlan:
         max_steps (`int`): optimizer steps per setting.
         batch_size (`int`): pairs per optimizer step. Rankings of `ranking_size` responses take
             `2 * batch_size // ranking_size` rows, the same number of sequences.
-        learning_rate (`float`): peak learning rate (full fine-tuning).
+        learning_rate (`float`): peak learning rate.
         lr_scheduler_type (`str`): transformers' schedule name (`"linear"` decays to zero, `"constant"` does not).
         warmup_steps (`int`): optimizer steps of linear warmup before the schedule.
-        lora_learning_rate (`float`, *optional*): the learning rate of LoRA settings.
         gamma (`float`): SPO's mu exponent (Eq. 12).
         generation_interval (`int`): SPO's optimizer steps between refreshes of the KL samples.
         kl_batch_size (`int`, *optional*): SPO's completions per refresh (`None`: SPOConfig's default).
@@ -153,7 +147,6 @@ class TrainingPlan:
     max_completion_length: int
     lr_scheduler_type: str = "linear"
     warmup_steps: int = 0
-    lora_learning_rate: float | None = None
     gamma: float = 0.01
     generation_interval: int = 8
     kl_batch_size: int | None = None
@@ -191,13 +184,11 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
         # Rows of `ranking_size` answers: the same number of sequences as `batch_size` pairs (Best-response SFT takes
         # the same rows, one answer each).
         batch_size = max(1, 2 * plan.batch_size // plan.ranking_size)
-    if setting.lora and plan.lora_learning_rate is None:
-        raise ValueError(f"{setting.name} trains LoRA, but the plan has no lora_learning_rate")
     common = dict(
         **benchmark_arguments(output_dir, plan.seed),
         per_device_train_batch_size=batch_size,
         max_steps=plan.max_steps,
-        learning_rate=plan.lora_learning_rate if setting.lora else plan.learning_rate,
+        learning_rate=plan.learning_rate,
         lr_scheduler_type=plan.lr_scheduler_type,
         warmup_steps=plan.warmup_steps,
         logging_steps=plan.logging_steps,
@@ -222,13 +213,6 @@ def training_arguments(setting: Setting, plan: TrainingPlan, output_dir: str):
     if plan.kl_batch_size is not None:
         spo_fields["kl_batch_size"] = plan.kl_batch_size
     return SPOConfig(**common, **spo_fields)
-
-
-def lora_config():
-    """The adapter of LoRA settings: rank 16 on every linear layer."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
 
 
 def train_setting(
@@ -257,7 +241,6 @@ def train_setting(
         train_dataset=train_dataset,
         processing_class=processing_class,
         callbacks=list(callbacks),
-        peft_config=lora_config() if setting.lora else None,
     )
     trainer.remove_callback(PrinterCallback)  # the benchmarks print their own progress lines
     start = time.perf_counter()
