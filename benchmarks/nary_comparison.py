@@ -113,11 +113,14 @@ def comparison_rows(payload: dict) -> list[dict]:
             target = own_target(setting, reference[split], rewards, n)
             # What theory predicts: the method's fixed point against Best-response SFT's, both all on the set.
             target_win_rate = win_rate(target.log(), baseline_target.expand_as(target), rewards)
+            # Both policies conditioned on the set: the part of the win rate that is the shape, not the mass.
+            shape_win_rate = win_rate(conditional.log(), torch.log_softmax(baseline[split], -1), rewards)
             rows.append(
                 {
                     **{key: setting[key] for key in ("name", "method", "alpha", "beta", "data")},
                     "split": split,
                     "win_rate": win_rate(log_probs, baseline[split], rewards).mean().item(),
+                    "win_rate_given_set": shape_win_rate.mean().item(),
                     "fixed_point_win_rate": target_win_rate.mean().item(),
                     "tv_to_own_target": (0.5 * (conditional - target).abs().sum(-1)).mean().item(),
                     **frontier_summary(log_probs, reference[split], rewards),
@@ -136,16 +139,17 @@ def markdown_tables(rows: list[dict], split: str = "train") -> str:
     for data, title in DATA_NAMES.items():
         chosen = [r for r in rows if r["split"] == split and (r["data"] == data or r["method"] == "br_sft")]
         lines = [
-            f"| {r['name']} | {_fmt(100 * r['win_rate'], 1)} | {_fmt(100 * r['fixed_point_win_rate'], 1)} | "
+            f"| {r['name']} | {_fmt(100 * r['win_rate'], 1)} | {_fmt(100 * r['win_rate_given_set'], 1)} | "
+            f"{_fmt(100 * r['fixed_point_win_rate'], 1)} | "
             f"{_fmt(r['entropy'], 2)} | {_fmt(r['mass'], 2)} | "
             f"{_fmt(r['expected_reward'], 2)} | {_fmt(r['deficit'])} | {_fmt(r['tv_to_own_target'])} |"
             for r in chosen
         ]
         blocks.append(
             f"**{title.capitalize()}, {SPLIT_NAMES[split]}.**\n\n"
-            "| method | win rate vs Best-response SFT (%) | the fixed points' win rate (%) | entropy | π(answer set) | "
-            "E[r given the set] | deficit | TV to own fixed point |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n"
+            "| method | win rate vs Best-response SFT (%) | given the set (%) | the fixed points' (%) | entropy | "
+            "π(answer set) | E[r given the set] | deficit | TV to own fixed point |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n"
         )
     return "\n".join(blocks)
 
@@ -171,7 +175,8 @@ def report(
         "answer outside the set loses to any in it) and against its own fixed point: `Softmax(r/α)` for SPO, the top "
         "of a Plackett-Luce ranking of "
         f"{payload['config']['plan']['ranking_size']} random answers for Best-response SFT, `π_ref exp(r/β)` "
-        "normalised for PL-DPO and S-DPO. 'The fixed points' win rate' is theory's prediction: the method's fixed "
+        "normalised for PL-DPO and S-DPO. 'Given the set': both policies conditioned on the answer set (what is "
+        "left of the win rate when neither loses mass). 'The fixed points'': theory's prediction, the method's fixed "
         "point against Best-response SFT's, both with all their mass on the set. "
         f"Command: `{command}`"
     )

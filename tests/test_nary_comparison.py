@@ -200,3 +200,135 @@ def test_tiny_run_trains_every_n_ary_method_and_the_report_reads_it(tmp_path):
     }
     sft = next(row for row in rows if row["method"] == "br_sft" and row["split"] == "train")
     assert 0.499 < sft["win_rate"] < 0.501  # against itself: exactly 1/2 up to float64 sums over 6 x 6 answers
+
+
+def _committed_nary():
+    from .doc_figures import REPO_ROOT
+
+    results = REPO_ROOT / "docs" / "results"
+    return (
+        json.loads((results / "nary.json").read_text(encoding="utf-8")),
+        json.loads((results / "answers_nary.json").read_text(encoding="utf-8")),
+    )
+
+
+def test_committed_tables_are_recomputed_from_the_run():
+    """nary.json and the doc's block are a pure function of answers_nary.json (float64 sums over 6 answers)."""
+    from .doc_figures import read_doc
+
+    nary, run = _committed_nary()
+    rows = comparison_rows(run)
+    assert [(r["name"], r["split"]) for r in rows] == [(r["name"], r["split"]) for r in nary["rows"]]
+    for new, old in zip(rows, nary["rows"], strict=True):
+        for key in ("win_rate", "win_rate_given_set", "fixed_point_win_rate", "tv_to_own_target", "mass", "deficit"):
+            # Sums of at most 36 float64 products of exps: machines differ by ~1e-15; 1e-9 cannot hide a changed run.
+            assert new[key] == pytest.approx(old[key], abs=1e-9), (new["name"], key)
+    assert f"<!-- nary:begin -->\n{nary['table']}<!-- nary:end -->" in read_doc("docs/results.md")
+
+
+def test_reading_states_the_json_and_its_criteria():
+    """The reading of the n-ary comparison: every figure formatted from nary.json; the pre-run criteria recomputed."""
+    from benchmarks.frontier import dpo_fixed_point, frontier_summary
+
+    from .doc_figures import assert_figures_in, fmt, passage, read_doc
+
+    nary, run = _committed_nary()
+    row = {r["name"]: r for r in nary["rows"] if r["split"] == "train"}
+    spo1, spo05, spo_bon = (
+        row["SPO α=1 β=0.1, rankings (Eq. 15)"],
+        row["SPO α=0.5 β=0.1, rankings (Eq. 15)"],
+        row["SPO α=1 β=0.1, best-of-n (Eq. 14)"],
+    )
+    names = ("PL-DPO β=1", "S-DPO β=1", "PL-DPO β=0.1", "S-DPO β=0.1", "Best-response SFT")
+    pl1, s1, pl01, s01, sft = (row[name] for name in names)
+    text = passage(read_doc("docs/results.md"), "**Reading of the n-ary comparison**", "## The same question")
+
+    def pct(value):
+        return fmt(100 * value, 1)
+
+    figures = {}
+    for name, r in row.items():
+        figures[f"{name} TV"] = fmt(r["tv_to_own_target"], 3)
+        figures[f"{name} mass"] = fmt(r["mass"], 3)
+        figures[f"{name} win rate given the set"] = pct(r["win_rate_given_set"])
+    del figures["Best-response SFT win rate given the set"]  # 50 % against itself: not stated
+    for name in ("SPO α=1 β=0.1, rankings (Eq. 15)", "SPO α=0.5 β=0.1, rankings (Eq. 15)", "PL-DPO β=1", "S-DPO β=1"):
+        figures[f"{name} fixed point"] = pct(row[name]["fixed_point_win_rate"])
+    for name in ("PL-DPO β=0.1", "SPO α=1 β=0.1, best-of-n (Eq. 14)", "S-DPO β=1", "S-DPO β=0.1"):
+        figures[f"{name} win rate"] = pct(row[name]["win_rate"])
+    figures |= {
+        "SPO α=1 win rate": pct(spo1["win_rate"]),
+        "SPO α=0.5 win rate": pct(spo05["win_rate"]),
+        "PL-DPO β=1 win rate": pct(pl1["win_rate"]),
+        "DPO family β=1 E[r]": f"{fmt(pl1['expected_reward'], 3)} / {fmt(s1['expected_reward'], 3)}",
+        "SPO α=1 E[r]": f"{fmt(spo1['expected_reward'], 3)} / {fmt(spo_bon['expected_reward'], 3)}",
+        "DPO family β=1 deficit": f"{fmt(pl1['deficit'], 3)} / {fmt(s1['deficit'], 3)}",
+        "SPO α=1 deficit": f"{fmt(spo1['deficit'], 3)} / {fmt(spo_bon['deficit'], 3)}",
+        "SPO above the DPO family": f"{pct(spo1['win_rate'] - pl1['win_rate'])} / "
+        f"{pct(spo_bon['win_rate'] - s1['win_rate'])}",
+        "DPO family β=0.1 entropy": f"{fmt(pl01['entropy'], 3)} / {fmt(s01['entropy'], 3)}",
+        "α=0.5 above α=1": pct(spo05["win_rate"] - spo1["win_rate"]),
+        "entropies": f"{fmt(spo05['entropy'], 3)} against {fmt(spo1['entropy'], 3)}",
+        "PL-DPO β=0.1 above SPO α=0.5": pct(pl01["win_rate"] - spo05["win_rate"]),
+        "SPO's mass range": f"{spo1['mass']:.2f}-{spo05['mass']:.2f}",
+        "SFT's mass": fmt(sft["mass"], 2),
+        "minutes": f"{run['total_seconds'] / 60:.0f} minutes",
+    }
+    assert_figures_in(text, figures, "the reading of the n-ary comparison")
+    # The criteria written before the run, recomputed from the JSON (4 points of win rate; 0.15 of E[r] or TV).
+    assert spo05["win_rate"] < 0.54  # met: SPO at alpha = 0.5 is not 4 points ahead of Best-response SFT
+    assert spo1["win_rate"] - pl1["win_rate"] >= 0.04 and spo_bon["win_rate"] - s1["win_rate"] >= 0.04
+    assert spo05["win_rate"] - spo1["win_rate"] >= 0.04
+    assert pl01["win_rate"] - spo05["win_rate"] >= 0.04
+    assert sft["tv_to_own_target"] <= 0.15
+    rewards = torch.tensor(run["config"]["task"]["reward_ladder"], dtype=torch.float64)
+    reference = torch.tensor(run["reference"]["SFT reference"]["log_probs"]["train"], dtype=torch.float64)
+    fixed_point = frontier_summary(dpo_fixed_point(reference, rewards, 1.0), reference, rewards)["expected_reward"]
+    assert abs(pl1["expected_reward"] - fixed_point) < 0.15 and abs(s1["expected_reward"] - fixed_point) < 0.15
+    # "The mass decides the rest": given the set, SPO alpha = 1 and the DPO family at beta = 1 are within 3 points.
+    assert abs(spo1["win_rate_given_set"] - pl1["win_rate_given_set"]) < 0.03
+    assert spo05["win_rate_given_set"] > 0.54 > spo05["win_rate"] - 0.04
+
+
+def test_predictions_written_before_the_run_are_theory_s():
+    """The pre-run paragraph's figures: the fixed points' win rates (nary.json), the pairwise masses it assumed
+    (frontier.json) and the win rates they imply, `m m_b W + m (1 - m_b) + (1 - m)(1 - m_b) / 2`."""
+    from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
+
+    nary, _ = _committed_nary()
+    frontier = json.loads((REPO_ROOT / "docs" / "results" / "frontier.json").read_text(encoding="utf-8"))
+    fixed = {r["name"]: r["fixed_point_win_rate"] for r in nary["rows"] if r["split"] == "train"}
+    pairs = {
+        r["name"]: r
+        for r in frontier["rows"]
+        if (r["reference"], r["categories"], r["split"]) == ("uniform", "first", "train")
+    }
+    sft_mass = 0.95  # the paragraph's assumption for Best-response SFT
+
+    def implied(mass, target_win_rate):
+        return mass * sft_mass * target_win_rate + mass * (1 - sft_mass) + 0.5 * (1 - mass) * (1 - sft_mass)
+
+    rewards = torch.tensor(REWARD_LADDER, dtype=torch.float64)
+    softmax = torch.softmax(rewards, -1)
+    text = passage(read_doc("docs/results.md"), "**What theory predicts** (written before the run)", "**What would")
+    assert_figures_in(
+        text,
+        {
+            "SPO α=1 fixed point": fmt(100 * fixed["SPO α=1 β=0.1, rankings (Eq. 15)"], 1),
+            "SPO α=0.5 fixed point": fmt(100 * fixed["SPO α=0.5 β=0.1, rankings (Eq. 15)"], 1),
+            "DPO family β=1 fixed point": fmt(100 * fixed["PL-DPO β=1"], 1),
+            "DPO family β=0.1 fixed point": fmt(100 * fixed["PL-DPO β=0.1"], 1),
+            "pairs: DPO β=1 mass": fmt(pairs["DPO β=1"]["mass"], 2),
+            "pairs: DPO β=0.1 mass": fmt(pairs["DPO β=0.1"]["mass"], 2),
+            "pairs: SPO α=1 mass": fmt(pairs["SPO α=1 β=0.1"]["mass"], 2),
+            "implied: DPO β=1": f"{100 * implied(pairs['DPO β=1']['mass'], fixed['PL-DPO β=1']):.0f} %",
+            "implied: DPO β=0.1": f"{100 * implied(pairs['DPO β=0.1']['mass'], fixed['PL-DPO β=0.1']):.0f} %",
+            "implied: SPO α=1": f"{100 * implied(pairs['SPO α=1 β=0.1']['mass'], fixed['SPO α=1 β=0.1, rankings (Eq. 15)']):.0f} %",
+            "implied: SPO α=0.5": f"{100 * implied(pairs['SPO α=0.5 β=0.1']['mass'], fixed['SPO α=0.5 β=0.1, rankings (Eq. 15)']):.0f}",
+            "SPO α=0.5 pairwise mass": fmt(pairs["SPO α=0.5 β=0.1"]["mass"], 2),
+            "SPO α=1 target E[r]": fmt((softmax * rewards).sum().item(), 2),
+            "Best-response SFT target E[r]": fmt((plackett_luce_top_of_n(rewards, 4) * rewards).sum().item(), 2),
+            "DPO β=0.1 fixed point entropy": fmt(pairs["DPO β=0.1"]["fixed_point"]["entropy"], 2),
+        },
+        "the n-ary predictions",
+    )

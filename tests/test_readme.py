@@ -127,3 +127,25 @@ def test_every_local_link_of_the_readme_and_docs_resolves():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", read_doc(doc)):
             if not target.startswith(("http://", "https://")):
                 assert (base / target).exists(), f"{doc} links to {target}, which does not exist"
+
+
+def test_results_state_the_n_ary_comparison():
+    """The README's sentence on best-of-n and rankings is docs/results/nary.json's (training prompts)."""
+    nary = json.loads((REPO_ROOT / "docs" / "results" / "nary.json").read_text(encoding="utf-8"))
+    row = {r["name"]: r for r in nary["rows"] if r["split"] == "train"}
+    text = passage(read_doc("README.md"), "On best-of-n and ranked data", "## Migrating from DPO")
+    assert_figures_in(
+        text,
+        {
+            "SPO α=1 on rankings": f"{100 * row['SPO α=1 β=0.1, rankings (Eq. 15)']['win_rate']:.1f} %",
+            "PL-DPO β=1": f"{100 * row['PL-DPO β=1']['win_rate']:.1f} %",
+            "SPO α=0.5": f"{100 * row['SPO α=0.5 β=0.1, rankings (Eq. 15)']['win_rate']:.1f} %",
+            "Best-response SFT's mass": fmt(row["Best-response SFT"]["mass"], 2),
+            "PL-DPO β=0.1": f"{100 * row['PL-DPO β=0.1']['win_rate']:.1f} %",
+            "PL-DPO β=0.1's entropy": fmt(row["PL-DPO β=0.1"]["entropy"], 2),
+        },
+        "README's n-ary sentence",
+    )
+    # "at the same reward": PL-DPO beta = 1's expected reward given the set within 0.1 of SPO alpha = 1's.
+    spo, dpo = row["SPO α=1 β=0.1, rankings (Eq. 15)"], row["PL-DPO β=1"]
+    assert abs(spo["expected_reward"] - dpo["expected_reward"]) < 0.1
