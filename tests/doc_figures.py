@@ -65,3 +65,13 @@ def assert_figures_in(text: str, figures: dict[str, str], where: str) -> None:
         if not re.search(rf"(?<![\d.]){re.escape(figure)}(?![\d])", text)
     }
     assert not missing, f"{where} does not state these figures of the data (what -> expected): {missing}"
+
+
+def matched(frontier: dict, categories: str = "first", split: str = "train", reference: str = "uniform", **names):
+    """
+    The one row of `frontier.json`'s `matched` (an SPO row beside the DPO row of closest reward) with these fields,
+    e.g. `matched(frontier, spo="SPO α=1 β=0.1", dpo="DPO β=1")`.
+    """
+    wanted = {"reference": reference, "categories": categories, "split": split, **names}
+    (row,) = [m for m in frontier["matched"] if all(m[key] == value for key, value in wanted.items())]
+    return row

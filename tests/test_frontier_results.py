@@ -22,7 +22,7 @@ import pytest
 
 from benchmarks.frontier import report
 
-from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
+from .doc_figures import REPO_ROOT, assert_figures_in, fmt, matched, passage, read_doc
 
 
 RESULTS = REPO_ROOT / "docs" / "results"
@@ -71,11 +71,7 @@ def test_reading_states_the_json(frontier):
         figures[f"DPO β={beta} E[r]"] = fmt(row["expected_reward"], 3)
     spo1, spo2 = _row(frontier, "uniform", "SPO α=1 β=0.1"), _row(frontier, "uniform", "SPO α=2 β=0.1")
     dpo1, dpo3 = _row(frontier, "uniform", "DPO β=1"), _row(frontier, "uniform", "DPO β=3")
-    (match,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "first", "train", "SPO α=1 β=0.1")
-    ]
+    match = matched(frontier, "first", spo="SPO α=1 β=0.1")
     figures |= {
         "SPO α=1 E[r]": fmt(spo1["expected_reward"], 3),
         "DPO β=1 deficit": fmt(dpo1["deficit"], 3),
@@ -124,16 +120,8 @@ def test_reading_of_the_second_category_set_states_the_json(frontier):
     def row(name, split="train", categories="second"):
         return _row(frontier, "uniform", name, split, categories)
 
-    (match,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "second", "train", "SPO α=1 β=0.1")
-    ]
-    (first_match,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "first", "train", "SPO α=1 β=0.1")
-    ]
+    match = matched(frontier, "second", spo="SPO α=1 β=0.1")
+    first_match = matched(frontier, "first", spo="SPO α=1 β=0.1")
     dpo_sharp = next(r for r in second["rows"] if r["name"] == "DPO β=0.1" and r["split"] == "train")
     spo, dpo1, spo_no_kl = row("SPO α=1 β=0.1"), row("DPO β=1"), row("SPO α=1 β=0")
     figures = {
@@ -193,18 +181,8 @@ def test_runs_state_their_reference_share_and_samples():
 
 def test_upstream_issue_states_the_fair_comparison(frontier):
     """The upstream issue text (docs/upstream.md) says what the fair comparison measured, from the same JSON."""
-    (match,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
-        == ("uniform", "first", "train", "SPO α=1 β=0.1", "DPO β=1")
-    ]
-    (second,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
-        == ("uniform", "second", "train", "SPO α=1 β=0.1", "DPO β=1")
-    ]
+    match = matched(frontier, "first", spo="SPO α=1 β=0.1", dpo="DPO β=1")
+    second = matched(frontier, "second", spo="SPO α=1 β=0.1", dpo="DPO β=1")
     text = passage(read_doc("docs/upstream.md"), "> Why in TRL:", "> Proposal:")
     assert_figures_in(
         text,

@@ -18,7 +18,7 @@ import json
 import math
 import re
 
-from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
+from .doc_figures import REPO_ROOT, assert_figures_in, fmt, matched, passage, read_doc
 
 
 def _results_table_rows(readme: str) -> list[list[str]]:
@@ -55,17 +55,8 @@ def test_results_table_is_the_committed_answers_run():
 def test_results_state_the_fair_comparison():
     """The README's sentence on DPO tuned to SPO's reward is docs/results/frontier.json's."""
     frontier = json.loads((REPO_ROOT / "docs" / "results" / "frontier.json").read_text(encoding="utf-8"))
-    (match,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"], m["dpo"])
-        == ("uniform", "first", "train", "SPO α=1 β=0.1", "DPO β=1")
-    ]
-    (second,) = [
-        m
-        for m in frontier["matched"]
-        if (m["reference"], m["categories"], m["split"], m["spo"]) == ("uniform", "second", "train", "SPO α=1 β=0.1")
-    ]
+    match = matched(frontier, "first", spo="SPO α=1 β=0.1", dpo="DPO β=1")
+    second = matched(frontier, "second", spo="SPO α=1 β=0.1")
     second_run = json.loads((REPO_ROOT / "docs" / "results" / "answers_second.json").read_text(encoding="utf-8"))
     dpo_sharp = next(r for r in second_run["rows"] if r["name"] == "DPO β=0.1" and r["split"] == "train")
     skewed = {r["name"]: r for r in frontier["rows"] if r["reference"] == "skewed" and r["split"] == "train"}
