@@ -332,3 +332,21 @@ def test_predictions_written_before_the_run_are_theory_s():
         },
         "the n-ary predictions",
     )
+
+
+def test_noise_margin_written_before_the_run_is_the_default_run_s():
+    """The 4-point margin: SPO alpha = 1's mass over the default run's evaluations after step 150, and its spread."""
+    from .doc_figures import REPO_ROOT, assert_figures_in, fmt, passage, read_doc
+
+    answers = json.loads((REPO_ROOT / "docs" / "results" / "answers.json").read_text(encoding="utf-8"))
+    (run,) = [r for r in answers["runs"] if r["setting"]["name"] == "SPO α=1 β=0.1"]
+    # Evaluations 25 steps apart in the last 100 steps, (150, 250], as the entropy margin of the frontier section.
+    masses = [entry["mass"] for entry in run["history"] if entry["step"] > run["history"][-1]["step"] - 100]
+    low, high = min(masses), max(masses)
+    text = passage(read_doc("docs/results.md"), "**What would contradict the paper's tables**", "- On either")
+    assert_figures_in(
+        text,
+        {"mass range": f"{fmt(low, 2)}-{fmt(high, 2)}", "spread": f"0.5 × {fmt(high - low, 2)}"},
+        "the n-ary noise margin",
+    )
+    assert 0.5 * (high - low) < 0.04  # the margin covers the spread it is derived from
